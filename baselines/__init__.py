@@ -1,0 +1,3 @@
+"""The model catalogue: every named model qbench can run, and the published figures.
+Importing this package registers them."""
+from . import precomputed, stats  # noqa: F401

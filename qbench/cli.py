@@ -1,0 +1,197 @@
+"""The `qbench` command: thin verbs over library calls. Every user error is one line."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from .images import ImageError
+from .model import ModelError
+from .registry import MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins
+from .results import format_table, read_leaderboard
+from .runner import RunConfig, expand_tasks, run
+from .task import DataError, default_data_root
+
+USER_ERRORS = (DataError, ModelError, RegistryError, ImageError, ValueError, FileNotFoundError)
+# Modules that add their own verbs: each defines add_parser(subparsers), whose parser sets
+# `func(args, console) -> exit code`. Heavy imports stay inside those functions.
+VERB_MODULES: tuple[str, ...] = ()
+
+
+def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
+def _option_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard expects i/n, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
+    return index, count
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    config = RunConfig(
+        model=args.model, tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        model_path=args.model_path, data_root=args.data_root or default_data_root(),
+        data_paths={k: Path(v) for k, v in _key_values(args.data, "--data").items()},
+        model_options={k: _option_value(v) for k, v in _key_values(args.model_arg, "--model-arg").items()},
+        split=args.split, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
+        shard=args.shard, output_dir=args.output, run_name=args.run_name, device=args.device,
+        workers=args.workers, progress=not args.no_progress)
+    try:
+        result = run(config, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: finished samples are saved; run the same command "
+                      "again to resume[/]")
+        return 130
+    for outcome in result.outcomes:
+        if outcome.skipped:
+            console.print(f"[yellow]skipped[/] {outcome.task}: {outcome.skipped}")
+    if not result.ran:
+        console.print("[red]qbench: error: no task could run[/]")
+        return 1
+    frame = read_leaderboard(result.leaderboard)
+    frame = frame[(frame["run_id"] == result.run_dir.name)
+                  & frame["task"].isin([o.task for o in result.ran])]
+    print(format_table(frame))
+    for outcome in result.ran:
+        failures = outcome.metrics.get("failure_counts") or {}
+        if failures:
+            listed = ", ".join(f"{n} {status}" for status, n in failures.items())
+            console.print(f"[yellow]{outcome.task}: {listed} (ids in {result.run_dir / 'metrics.json'})[/]")
+    console.print(f"run folder: {result.run_dir}\nleaderboard: {result.leaderboard}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    from tabulate import tabulate
+    load_plugins()
+    data_root = args.data_root or default_data_root()
+    rows = []
+    for name in sorted(TASKS):
+        task = TASKS[name]()
+        try:
+            status = f"ready: {task.locate(data_root)}"
+        except DataError as exc:
+            status = f"not found: {exc}"
+        rows.append([name, task.kind, task.default_split, status])
+    print(tabulate(rows, headers=["task", "kind", "split", "data"]))
+    print()
+    rows = []
+    for name, factory in sorted(MODELS.items()) + sorted(MODEL_FAMILIES.items()):
+        label = name if name in MODELS else f"{name}:<name>"
+        kinds = ",".join(sorted(getattr(factory, "kinds", ())))
+        doc = (factory.__doc__ or "").strip().splitlines()
+        rows.append([label, kinds, doc[0] if doc else ""])
+    print(tabulate(rows, headers=["model", "answers", "description"]))
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    frame = read_leaderboard(args.output / "leaderboard.csv")
+    if args.tasks:
+        frame = frame[frame["task"].isin(expand_tasks(args.tasks.split(",")))]
+    if frame.empty:
+        console.print(f"no results in {args.output / 'leaderboard.csv'}: run `qbench run` first")
+        return 1
+    print(format_table(frame))
+    if args.csv:
+        frame.to_csv(args.csv, index=False)
+        console.print(f"wrote {args.csv}")
+    if args.markdown:
+        Path(args.markdown).write_text(format_table(frame, "github") + "\n")
+        console.print(f"wrote {args.markdown}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qbench", description="Image-quality benchmark harness.")
+    parser.add_argument("--include", action="append", type=Path, default=[], metavar="PATH",
+                        help="Python file or folder defining extra tasks/models (repeatable)")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("run", help="run a model over tasks (default: the offline demo)")
+    p.add_argument("--model", default="stats")
+    p.add_argument("--tasks", default="demo-degradation,demo-score",
+                   help="comma-separated task names, or 'all'")
+    p.add_argument("--model-path", type=Path)
+    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="model option (repeatable), e.g. backend=vllm")
+    p.add_argument("--data-root", type=Path, help="folder holding one sub-folder per task "
+                   "(default: $QBENCH_DATA_ROOT)")
+    p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
+                   help="folder of one task, overriding --data-root (repeatable)")
+    p.add_argument("--split")
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--limit", type=_positive)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard", type=_shard, metavar="i/n")
+    p.add_argument("--output", type=Path, default=Path("results"))
+    p.add_argument("--run-name", help="name of the run folder (default: derived from settings)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=4, help="image decoding threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("list", help="tasks (with data status) and models")
+    p.add_argument("--data-root", type=Path)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("leaderboard", help="print and export the leaderboard")
+    p.add_argument("--output", type=Path, default=Path("results"))
+    p.add_argument("--tasks")
+    p.add_argument("--csv", type=Path)
+    p.add_argument("--markdown", type=Path)
+    p.set_defaults(func=cmd_leaderboard)
+    for module in VERB_MODULES:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `qbench run`'s sibling: plain `qbench` shows help
+        parser.print_help()
+        return 0
+    console = Console(stderr=True)
+    try:
+        for path in args.include:
+            include(path)
+        return args.func(args, console)
+    except USER_ERRORS as exc:
+        console.print(f"[red]qbench: error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

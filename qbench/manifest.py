@@ -1,0 +1,72 @@
+"""Run manifests: what produced a run (config, versions, git commit, model and data identity)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .records import Sample
+
+_PACKAGES = ("qbench", "torch", "torchvision", "transformers", "vllm", "trl", "numpy", "scipy",
+             "pillow", "pandas")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit() -> str | None:
+    """Commit of the qbench checkout this code runs from (None for an installed wheel)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def fingerprint_path(path: Path) -> str:
+    """Hash of (relative name, size, mtime) of a file or of every file under a folder: cheap
+    enough for 15 GB of weights, and it changes when any file does."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(path) if file != path else file.name}"
+                      f"|{stat.st_size}|{int(stat.st_mtime)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def fingerprint_samples(samples: list[Sample]) -> str:
+    """Hash of the ids, image paths and ground truth of a task's samples."""
+    digest = hashlib.sha256()
+    for s in samples:
+        digest.update(json.dumps([s.id, s.images, s.mos, s.distortion_class, s.severity,
+                                  s.choice, s.group]).encode())
+    return digest.hexdigest()[:16]
+
+
+def stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically (a kill never leaves a half-written file)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    tmp.replace(path)

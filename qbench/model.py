@@ -1,0 +1,100 @@
+"""The model interface: a model receives a batch of samples (and their decoded images) and
+returns one prediction per sample. Classical metrics, VLMs and a predictions file all fit."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from PIL import Image
+
+from .protocol import parse_answer
+from .records import Prediction, Sample
+from .task import ModelConvention
+
+
+class ModelError(Exception):
+    """A model cannot be built or run as configured; the message is one line saying what to do."""
+
+
+@dataclass
+class ModelConfig:
+    """What the command line hands a model. `options` carries `--model-arg key=value` pairs."""
+
+    model_path: Path | None = None
+    device: str = "auto"
+    batch_size: int = 8
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class Model:
+    """Base class. Subclasses set `kinds` (the prompt kinds they answer) and `predict`."""
+
+    name: ClassVar[str] = ""
+    kinds: ClassVar[frozenset[str]] = frozenset({"score"})
+    needs_images: ClassVar[bool] = True
+    lower_better: bool = False                       # score direction (e.g. NIQE, BRISQUE)
+    score_range: tuple[float, float] | None = None   # (1, 5) when scores are on the MOS scale
+
+    def __init__(self, config: ModelConfig):
+        self.config = config
+
+    def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
+                ) -> list[Prediction]:
+        raise NotImplementedError(f"model {self.name} does not implement predict()")
+
+    def convention(self) -> ModelConvention:
+        return ModelConvention(self.lower_better,
+                               tuple(map(float, self.score_range)) if self.score_range else None)
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes the model's answers (enters the run id and the manifest)."""
+        path = self.config.model_path
+        return {"model_path": str(path) if path else None, "options": self.config.options,
+                "seed": self.config.seed}
+
+    def fingerprint(self) -> str | None:
+        """A cheap identity of the weights or file behind the model (sizes and mtimes)."""
+        path = self.config.model_path
+        if path is None or not Path(path).exists():
+            return None
+        from .manifest import fingerprint_path
+        return fingerprint_path(Path(path))
+
+    def close(self) -> None:
+        """Release resources (GPU memory, worker processes)."""
+
+
+def predictions_from_texts(samples: Sequence[Sample], texts: Sequence[str | None],
+                           latency_s: float, errors: Sequence[str | None] | None = None,
+                           extras: Sequence[dict] | None = None) -> list[Prediction]:
+    """Turn generated texts into predictions through the protocol parser: the one path every
+    text-generating adapter (local VLM, vLLM, HTTP endpoint) shares."""
+    out = []
+    per_sample = latency_s / max(len(samples), 1)
+    for i, (sample, text) in enumerate(zip(samples, texts)):
+        extra = extras[i] if extras else {}
+        if text is None:
+            error = errors[i] if errors else "no output"
+            out.append(Prediction(task=sample.task, sample_id=sample.id, status="model_error",
+                                  error=error, latency_s=per_sample, extra=extra))
+            continue
+        answer = parse_answer(text, sample.kind)
+        out.append(Prediction(
+            task=sample.task, sample_id=sample.id, status="ok" if answer.ok else "unparsed",
+            score=answer.score, distortion_class=answer.distortion_class,
+            severity=answer.severity, choice=answer.choice, text=text, error=answer.error,
+            latency_s=per_sample, extra=extra))
+    return out
+
+
+class Timer:
+    def __enter__(self) -> "Timer":
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

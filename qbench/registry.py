@@ -1,0 +1,108 @@
+"""Registries of tasks and models: decorators for built-ins, Python entry points
+(`qbench.tasks`, `qbench.models`) for installed plugins, and `include(path)` for a user's file."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import TypeVar
+
+from .model import Model, ModelConfig, ModelError
+from .task import Task
+
+TASKS: dict[str, type[Task]] = {}
+MODELS: dict[str, Callable[..., Model]] = {}
+# Families addressed as "family:member" (pyiqa:piqe, openai:gpt-4o); factory(member, config).
+MODEL_FAMILIES: dict[str, Callable[[str, ModelConfig], Model]] = {}
+
+T = TypeVar("T", bound=type[Task])
+M = TypeVar("M", bound=Callable[..., Model])
+
+
+class RegistryError(Exception):
+    """Unknown name or a plugin that cannot be loaded; one line."""
+
+
+def register_task(cls: T) -> T:
+    """Class decorator: make a Task subclass available under its `name`."""
+    name = getattr(cls, "name", "")
+    if not name:
+        raise RegistryError(f"task class {cls.__qualname__} has no name")
+    TASKS[name] = cls
+    return cls
+
+
+def register_model(name: str, *, family: bool = False) -> Callable[[M], M]:
+    """Decorator for a Model subclass (or a factory taking a ModelConfig). With `family=True`
+    the factory takes (member, config) and serves every name "name:member"."""
+    def decorate(factory: M) -> M:
+        (MODEL_FAMILIES if family else MODELS)[name] = factory
+        return factory
+    return decorate
+
+
+_loaded = False
+
+
+def load_plugins() -> None:
+    """Import the built-in tasks and models and every installed plugin (once)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    importlib.import_module("qbench.tasks")
+    importlib.import_module("qbench.baselines")
+    for group in ("qbench.tasks", "qbench.models"):
+        for entry in metadata.entry_points(group=group):
+            try:
+                entry.load()
+            except Exception as exc:
+                raise RegistryError(f"plugin {entry.name!r} ({entry.value}) failed to load: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+
+
+def include(path: str | Path) -> None:
+    """Import a user's Python file (or every .py file in a folder) so its decorators register."""
+    path = Path(path).expanduser()
+    files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+    if not path.exists() or not files:
+        raise RegistryError(f"--include {path}: no such Python file or folder")
+    for file in files:
+        module_name = f"qbench_include_{file.stem}_{abs(hash(str(file.resolve())))}"
+        spec = importlib.util.spec_from_file_location(module_name, file)
+        if spec is None or spec.loader is None:
+            raise RegistryError(f"--include {file}: not a Python file")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            raise RegistryError(f"--include {file}: {type(exc).__name__}: {exc}") from exc
+
+
+def get_task(name: str) -> Task:
+    load_plugins()
+    if name not in TASKS:
+        raise RegistryError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
+    return TASKS[name]()
+
+
+def create_model(name: str, config: ModelConfig | None = None) -> Model:
+    """Build a model by name: `stats`, `qinsight`, `pyiqa:piqe`, ..."""
+    load_plugins()
+    config = config or ModelConfig()
+    if name in MODELS:
+        return MODELS[name](config)
+    family, _, member = name.partition(":")
+    if member and family in MODEL_FAMILIES:
+        return MODEL_FAMILIES[family](member, config)
+    known = sorted(MODELS) + [f"{f}:<name>" for f in sorted(MODEL_FAMILIES)]
+    raise ModelError(f"unknown model {name!r}; known: {', '.join(known)}")
+
+
+def model_class(name: str) -> Callable[..., Model] | None:
+    load_plugins()
+    return MODELS.get(name) or MODEL_FAMILIES.get(name.partition(":")[0])

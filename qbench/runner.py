@@ -1,0 +1,270 @@
+"""The runner: task loads samples → model predicts batches → predictions stream to JSONL →
+metrics aggregate → results are written. Re-running the same command resumes."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
+                           TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.text import Text
+
+from . import manifest as mf
+from .images import prefetch_batches
+from .model import Model, ModelConfig, ModelError
+from .records import Prediction, Sample
+from .registry import TASKS, create_model, get_task, include, load_plugins
+from .results import update_leaderboard
+from .task import DataError, ModelConvention, Task, TaskData
+
+
+@dataclass
+class RunConfig:
+    model: str = "stats"
+    tasks: list[str] = field(default_factory=lambda: ["demo-degradation", "demo-score"])
+    model_path: Path | None = None
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data_root: Path | None = None
+    data_paths: dict[str, Path] = field(default_factory=dict)  # per-task folder overrides
+    split: str | None = None
+    batch_size: int = 8
+    limit: int | None = None
+    seed: int = 0
+    shard: tuple[int, int] | None = None   # (index, count)
+    output_dir: Path = Path("results")
+    run_name: str | None = None
+    device: str = "auto"
+    workers: int = 4
+    include: list[Path] = field(default_factory=list)
+    progress: bool = True
+
+
+@dataclass
+class TaskOutcome:
+    task: str
+    metrics: dict[str, Any] | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    leaderboard: Path
+    outcomes: list[TaskOutcome]
+
+    @property
+    def ran(self) -> list[TaskOutcome]:
+        return [o for o in self.outcomes if o.metrics is not None]
+
+
+def expand_tasks(names: list[str]) -> list[str]:
+    """`all` means every registered task that takes part in full runs (demos excluded)."""
+    load_plugins()
+    out: list[str] = []
+    for name in names:
+        chosen = [t for t, cls in sorted(TASKS.items()) if cls.in_all] if name == "all" else [name]
+        out += [t for t in chosen if t not in out]
+    return out
+
+
+def run_id(config: RunConfig, model: Model) -> str:
+    """Derived from everything that changes a sample's prediction or the sample set, so the same
+    command finds its own folder and a changed setting makes a new one. Tasks are not part of
+    it: adding a task to a run reuses its predictions for the others."""
+    if config.run_name:
+        return config.run_name
+    key = json.dumps({"model": config.model, "settings": model.settings(), "split": config.split,
+                      "limit": config.limit, "shard": config.shard}, sort_keys=True, default=str)
+    slug = config.model.replace(":", "-").replace("/", "-")
+    shard = f"-shard{config.shard[0]}of{config.shard[1]}" if config.shard else ""
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}{shard}"
+
+
+def select(samples: list[Sample], config: RunConfig) -> list[Sample]:
+    """The shard's part (a stable hash of the sample id), then the first `limit`."""
+    if config.shard:
+        index, count = config.shard
+        samples = [s for s in samples if mf.stable_hash(f"{s.task}/{s.id}") % count == index]
+    return samples[:config.limit] if config.limit is not None else samples
+
+
+# ------------------------------------------------------------------------ predictions file
+
+class PredictionLog:
+    """predictions.jsonl: one line per finished sample, flushed per batch. Opening it drops a
+    torn last line (a kill mid-write) so that resume starts from whole records."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
+        if path.exists():
+            self._read()
+        self._file = path.open("a", encoding="utf-8")
+
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        good_end = 0
+        for line in data.splitlines(keepends=True):
+            if not line.endswith(b"\n"):
+                break
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break
+            self.rows[(row["task"], row["sample_id"])] = row
+            good_end += len(line)
+        if good_end < len(data):
+            with self.path.open("r+b") as f:
+                f.truncate(good_end)
+
+    def done(self, task: str) -> set[str]:
+        # a model error may be transient (a dropped connection, an OOM): it is tried again
+        return {sid for (t, sid), row in self.rows.items()
+                if t == task and row["status"] != "model_error"}
+
+    def write(self, predictions: list[Prediction], truth: dict[str, dict[str, Any]]) -> None:
+        for p in predictions:
+            row = p.to_json() | {"truth": truth.get(p.sample_id, {})}
+            self.rows[(p.task, p.sample_id)] = row
+            self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        self._file.flush()
+
+    def predictions(self, task: str) -> dict[str, Prediction]:
+        return {sid: Prediction.from_json(row) for (t, sid), row in self.rows.items() if t == task}
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def truth_of(sample: Sample) -> dict[str, Any]:
+    """Ground truth stored beside each prediction, so a run folder alone can be reported on."""
+    fields = {"mos": sample.mos, "mos_norm": sample.mos_norm, "distortion_class":
+              sample.distortion_class, "severity": sample.severity, "choice": sample.choice,
+              "group": sample.group}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+# ------------------------------------------------------------------------ progress display
+
+class RateColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} samples/s" if speed else "… samples/s", style="cyan")
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TaskProgressColumn(), RateColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
+
+
+# ------------------------------------------------------------------------ the run
+
+def prepare_task(task: Task, config: RunConfig, model: Model) -> TaskData | str:
+    """Load a task's samples, or say in one line why it is skipped."""
+    if task.prompt_kind not in model.kinds:
+        return f"model {config.model} does not answer {task.prompt_kind} questions"
+    split = config.split or task.default_split
+    if split not in task.splits:
+        return f"no split {split!r} (has: {', '.join(task.splits)})"
+    try:
+        folder = task.locate(config.data_root, config.data_paths.get(task.name))
+        data = task.load(folder, split)
+    except DataError as exc:
+        return str(exc)
+    if not data.samples:
+        return f"no samples in split {split!r} of {folder}"
+    return data
+
+
+def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, config: RunConfig,
+             progress: Progress) -> dict[str, Any]:
+    samples = select(data.samples, config)
+    done = log.done(task.name)
+    todo = [s for s in samples if s.id not in done]
+    bar = progress.add_task(f"{task.name:<18}", total=len(samples), completed=len(samples) - len(todo))
+    by_id = {s.id: s for s in todo}
+    for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
+                                  workers=config.workers):
+        failed = [Prediction.failure(by_id[sid], "image_error", err)
+                  for sid, err in batch.errors.items()]
+        predicted: list[Prediction] = []
+        if batch.samples:
+            try:
+                predicted = model.predict(batch.samples, batch.images)
+                if len(predicted) != len(batch.samples):
+                    raise ModelError(f"returned {len(predicted)} predictions for "
+                                     f"{len(batch.samples)} samples")
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # one bad batch costs its samples, counted, not the run
+                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                predicted = [Prediction.failure(s, "model_error", message) for s in batch.samples]
+        log.write(failed + predicted, {s.id: truth_of(s) for s in batch.samples}
+                  | {sid: truth_of(by_id[sid]) for sid in batch.errors})
+        progress.advance(bar, len(failed) + len(predicted))
+    metrics = task.evaluate(samples, log.predictions(task.name), model.convention())
+    return {"task": task.name, "kind": task.kind, "split": config.split or task.default_split,
+            "source": data.source, "notes": data.notes, "n_available": len(data.samples),
+            **metrics}
+
+
+def run(config: RunConfig, console: Console | None = None) -> RunResult:
+    """Run one model over the configured tasks; raises ModelError/RegistryError on setup
+    problems, records per-sample problems in the predictions and metrics."""
+    console = console or Console(stderr=True)
+    for path in config.include:
+        include(path)
+    task_names = expand_tasks(config.tasks)
+    tasks = [get_task(name) for name in task_names]
+    model = create_model(config.model, ModelConfig(
+        model_path=config.model_path, device=config.device, batch_size=config.batch_size,
+        seed=config.seed, options=config.model_options))
+    run_dir = config.output_dir / run_id(config, model)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "metrics.json"
+    old = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    all_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    manifest = {
+        "run_id": run_dir.name, "model": config.model, "model_settings": model.settings(),
+        "model_convention": asdict(model.convention()), "model_fingerprint": model.fingerprint(),
+        "config": {k: v for k, v in asdict(config).items() if k != "progress"},
+        "versions": mf.package_versions(), "git_commit": mf.git_commit(),
+        "started": old.get("started", dt.datetime.now(dt.timezone.utc).isoformat()),
+        "tasks": old.get("tasks", {}),
+    }
+    outcomes: list[TaskOutcome] = []
+    log = PredictionLog(run_dir / "predictions.jsonl")
+    try:
+        with _progress(console, config.progress) as progress:
+            for task in tasks:
+                data = prepare_task(task, config, model)
+                if isinstance(data, str):
+                    outcomes.append(TaskOutcome(task.name, skipped=data))
+                    continue
+                manifest["tasks"][task.name] = {
+                    "split": config.split or task.default_split, "source": data.source,
+                    "n": len(data.samples), "data_fingerprint": mf.fingerprint_samples(data.samples)}
+                mf.write_json(manifest_path, manifest)
+                started = time.perf_counter()
+                metrics = run_task(task, data, model, log, config, progress)
+                metrics["wall_s"] = round(time.perf_counter() - started, 3)
+                all_metrics[task.name] = metrics
+                mf.write_json(metrics_path, all_metrics)
+                outcomes.append(TaskOutcome(task.name, metrics=metrics))
+    finally:
+        log.close()
+        model.close()
+    manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
+    mf.write_json(manifest_path, manifest)
+    leaderboard = config.output_dir / "leaderboard.csv"
+    if any(o.metrics for o in outcomes):
+        update_leaderboard(leaderboard, run_dir.name, config.model,
+                           [o.metrics for o in outcomes if o.metrics])
+    return RunResult(run_dir, leaderboard, outcomes)

@@ -1,0 +1,1 @@
+"""The GRPO recipe that produces Q-Insight."""
