@@ -12,7 +12,7 @@ from .images import ImageError
 from .model import ModelError
 from .registry import MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins
 from .results import format_table, read_leaderboard
-from .runner import RunConfig, expand_tasks, run
+from .runner import RunConfig, expand_tasks, merge, run
 from .task import DataError, default_data_root
 
 USER_ERRORS = (DataError, ModelError, RegistryError, ImageError, ValueError, FileNotFoundError)
@@ -132,6 +132,17 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace, console: Console) -> int:
+    result = merge(args.runs, args.output)
+    frame = read_leaderboard(result.leaderboard)
+    print(format_table(frame[frame["run_id"] == result.run_dir.name]))
+    for outcome in result.ran:
+        for note in outcome.metrics["notes"]:
+            console.print(f"[yellow]{outcome.task}: {note}[/]")
+    console.print(f"merged run folder: {result.run_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qbench", description="Image-quality benchmark harness.")
     parser.add_argument("--include", action="append", type=Path, default=[], metavar="PATH",
@@ -171,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path)
     p.add_argument("--markdown", type=Path)
     p.set_defaults(func=cmd_leaderboard)
+    p = sub.add_parser("merge", help="combine the shards of a run (--shard i/n) into one run")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
+    p.add_argument("--output", type=Path, default=Path("results"))
+    p.set_defaults(func=cmd_merge)
+
     for module in VERB_MODULES:
         importlib.import_module(module).add_parser(sub)
     return parser

@@ -73,17 +73,16 @@ def expand_tasks(names: list[str]) -> list[str]:
     return out
 
 
-def run_id(config: RunConfig, model: Model) -> str:
+def run_id(model: str, settings: dict[str, Any], split: str | None, limit: int | None,
+           shard: tuple[int, int] | None) -> str:
     """Derived from everything that changes a sample's prediction or the sample set, so the same
     command finds its own folder and a changed setting makes a new one. Tasks are not part of
     it: adding a task to a run reuses its predictions for the others."""
-    if config.run_name:
-        return config.run_name
-    key = json.dumps({"model": config.model, "settings": model.settings(), "split": config.split,
-                      "limit": config.limit, "shard": config.shard}, sort_keys=True, default=str)
-    slug = config.model.replace(":", "-").replace("/", "-")
-    shard = f"-shard{config.shard[0]}of{config.shard[1]}" if config.shard else ""
-    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}{shard}"
+    key = json.dumps({"model": model, "settings": settings, "split": split, "limit": limit,
+                      "shard": list(shard) if shard else None}, sort_keys=True, default=str)
+    slug = model.replace(":", "-").replace("/", "-")
+    suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
+    return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}{suffix}"
 
 
 def select(samples: list[Sample], config: RunConfig) -> list[Sample]:
@@ -128,10 +127,10 @@ class PredictionLog:
         return {sid for (t, sid), row in self.rows.items()
                 if t == task and row["status"] != "model_error"}
 
-    def write(self, predictions: list[Prediction], truth: dict[str, dict[str, Any]]) -> None:
-        for p in predictions:
-            row = p.to_json() | {"truth": truth.get(p.sample_id, {})}
-            self.rows[(p.task, p.sample_id)] = row
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Append rows (a prediction's JSON plus its sample's `truth`) and flush."""
+        for row in rows:
+            self.rows[(row["task"], row["sample_id"])] = row
             self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         self._file.flush()
 
@@ -206,8 +205,8 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
             except Exception as exc:  # one bad batch costs its samples, counted, not the run
                 message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 predicted = [Prediction.failure(s, "model_error", message) for s in batch.samples]
-        log.write(failed + predicted, {s.id: truth_of(s) for s in batch.samples}
-                  | {sid: truth_of(by_id[sid]) for sid in batch.errors})
+        log.write([p.to_json() | {"truth": truth_of(by_id[p.sample_id])}
+                   for p in failed + predicted])
         progress.advance(bar, len(failed) + len(predicted))
     metrics = task.evaluate(samples, log.predictions(task.name), model.convention())
     return {"task": task.name, "kind": task.kind, "split": config.split or task.default_split,
@@ -226,7 +225,8 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
     model = create_model(config.model, ModelConfig(
         model_path=config.model_path, device=config.device, batch_size=config.batch_size,
         seed=config.seed, options=config.model_options))
-    run_dir = config.output_dir / run_id(config, model)
+    run_dir = config.output_dir / (config.run_name or run_id(
+        config.model, model.settings(), config.split, config.limit, config.shard))
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "metrics.json"
     old = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -249,8 +249,10 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
                     outcomes.append(TaskOutcome(task.name, skipped=data))
                     continue
                 manifest["tasks"][task.name] = {
-                    "split": config.split or task.default_split, "source": data.source,
-                    "n": len(data.samples), "data_fingerprint": mf.fingerprint_samples(data.samples)}
+                    "kind": task.kind, "split": config.split or task.default_split,
+                    "source": data.source, "n": len(data.samples),
+                    "n_selected": len(select(data.samples, config)),
+                    "data_fingerprint": mf.fingerprint_samples(data.samples)}
                 mf.write_json(manifest_path, manifest)
                 started = time.perf_counter()
                 metrics = run_task(task, data, model, log, config, progress)
@@ -268,3 +270,64 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
         update_leaderboard(leaderboard, run_dir.name, config.model,
                            [o.metrics for o in outcomes if o.metrics])
     return RunResult(run_dir, leaderboard, outcomes)
+
+
+# ------------------------------------------------------------------------ merging shards
+
+def samples_from_log(log: PredictionLog, task: str, kind: str) -> list[Sample]:
+    """Rebuild a task's samples from the ground truth stored beside each prediction."""
+    return [Sample(id=sid, task=task, kind=kind, images=(), **row.get("truth", {}))
+            for (t, sid), row in sorted(log.rows.items()) if t == task]
+
+
+def merge(run_dirs: list[Path], output_dir: Path) -> RunResult:
+    """Combine the shards of one run (same model and settings, `--shard i/n` each) into the
+    folder an unsharded run would have made, and score it."""
+    manifests = []
+    for run_dir in run_dirs:
+        path = run_dir / "manifest.json"
+        if not path.exists():
+            raise DataError(f"merge: {run_dir} is not a run folder (no manifest.json)")
+        manifests.append(json.loads(path.read_text()))
+    first = manifests[0]
+    for other, run_dir in zip(manifests[1:], run_dirs[1:]):
+        if (other["model"], other["model_settings"]) != (first["model"], first["model_settings"]):
+            raise DataError(f"merge: {run_dir} ran another model or other settings than {run_dirs[0]}")
+    shards = {tuple(m["config"]["shard"]) for m in manifests if m["config"].get("shard")}
+    counts = {count for _, count in shards}
+    if len(counts) != 1 or len(shards) != len(manifests) or len(shards) != counts.pop():
+        raise DataError(f"merge: expected every shard 0..n-1 of one split once, got {sorted(shards)}")
+    config = first["config"]
+    target = output_dir / run_id(first["model"], first["model_settings"], config["split"],
+                                 config["limit"], None)
+    target.mkdir(parents=True, exist_ok=True)
+    merged = PredictionLog(target / "predictions.jsonl")
+    tasks: dict[str, dict[str, Any]] = {}
+    for run_dir, m in zip(run_dirs, manifests):
+        rows = PredictionLog(run_dir / "predictions.jsonl")
+        rows.close()
+        merged.write([r for key, r in rows.rows.items() if key not in merged.rows])
+        for name, info in m["tasks"].items():
+            entry = tasks.setdefault(name, dict(info, n_selected=0))
+            entry["n_selected"] += info.get("n_selected", 0)
+    merged.close()
+    convention = ModelConvention(first["model_convention"]["lower_better"],
+                                 tuple(first["model_convention"]["score_range"] or ()) or None)
+    outcomes, all_metrics = [], {}
+    for name, info in tasks.items():
+        samples = samples_from_log(merged, name, info["kind"])
+        metrics = get_task(name).evaluate(samples, merged.predictions(name), convention)
+        metrics = {"task": name, "kind": info["kind"], "split": info["split"],
+                   "source": info["source"], "notes": [], "n_available": info["n"], **metrics}
+        if len(samples) < info["n_selected"]:
+            metrics["notes"].append(f"{info['n_selected'] - len(samples)} samples of the shards "
+                                    "have no prediction (a shard did not finish)")
+        all_metrics[name] = metrics
+        outcomes.append(TaskOutcome(name, metrics=metrics))
+    mf.write_json(target / "metrics.json", all_metrics)
+    mf.write_json(target / "manifest.json", first | {
+        "run_id": target.name, "config": config | {"shard": None}, "tasks": tasks,
+        "merged_from": [str(d) for d in run_dirs]})
+    leaderboard = output_dir / "leaderboard.csv"
+    update_leaderboard(leaderboard, target.name, first["model"], list(all_metrics.values()))
+    return RunResult(target, leaderboard, outcomes)

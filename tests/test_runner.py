@@ -1,0 +1,192 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from scipy import stats
+
+from qbench import registry
+from qbench.cli import main
+from qbench.results import read_leaderboard
+from qbench.runner import RunConfig, merge, run
+
+PLUGIN = Path(__file__).with_name("toy_plugin.py")
+
+
+def make_toy_data(folder: Path, n: int = 40, corrupt: int = 0, missing: int = 0) -> Path:
+    """n grey images whose brightness tracks their MOS (plus noise), listed in labels.csv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["name,mos"]
+    for i in range(n):
+        mos = float(rng.uniform(1, 5))
+        name = f"img{i:03d}.png"
+        lines.append(f"{name},{mos:.3f}")
+        if i < corrupt:
+            (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+        elif i < corrupt + missing:
+            continue  # listed but not on disk
+        else:
+            level = np.clip(mos * 40 + rng.normal(0, 20), 0, 255)
+            Image.fromarray(np.full((16, 16, 3), level, np.uint8)).save(folder / name)
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def toy_plugin():
+    registry.include(PLUGIN)
+
+
+def toy_config(tmp_path: Path, **kw) -> RunConfig:
+    return RunConfig(model="toy-luma", tasks=["toy"], data_root=tmp_path / "data",
+                     output_dir=tmp_path / "results", batch_size=4, progress=False, **kw)
+
+
+def test_run_writes_predictions_metrics_and_leaderboard(tmp_path):
+    make_toy_data(tmp_path / "data" / "toy")
+    result = run(toy_config(tmp_path))
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())["toy"]
+    rows = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["n"] == 40 and metrics["parsed_fraction"] == 1.0
+    pred = [r["score"] for r in sorted(rows, key=lambda r: r["sample_id"])]
+    gt = [r["truth"]["mos"] for r in sorted(rows, key=lambda r: r["sample_id"])]
+    assert metrics["srcc"] == pytest.approx(stats.spearmanr(pred, gt)[0])
+    assert metrics["srcc"] > 0.5  # brightness was built to track MOS
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["tasks"]["toy"]["n"] == 40 and manifest["versions"]["python"]
+    # the leaderboard round-trips through pandas
+    board = read_leaderboard(result.leaderboard)
+    row = board[(board["task"] == "toy") & (board["run_id"] == result.run_dir.name)].iloc[0]
+    assert row["n"] == 40 and row["srcc"] == pytest.approx(metrics["srcc"])
+    assert row["model"] == "toy-luma" and row["source"] == "measured"
+    again = pd.read_csv(result.leaderboard)
+    pd.testing.assert_frame_equal(board, again)
+
+
+def test_corrupt_and_missing_images_are_counted_failures(tmp_path):
+    make_toy_data(tmp_path / "data" / "toy", n=20, corrupt=2, missing=1)
+    result = run(toy_config(tmp_path))
+    metrics = result.ran[0].metrics
+    assert metrics["n"] == 20 and metrics["n_ok"] == 17
+    assert metrics["failure_counts"] == {"image_error": 3}
+    assert sorted(metrics["failures"]["image_error"]) == ["img000.png", "img001.png", "img002.png"]
+    rows = {json.loads(l)["sample_id"]: json.loads(l)
+            for l in (result.run_dir / "predictions.jsonl").read_text().splitlines()}
+    assert "not found" in rows["img002.png"]["error"] and "cannot decode" in rows["img000.png"]["error"]
+
+
+def test_missing_data_is_a_skip_with_the_path(tmp_path):
+    result = run(toy_config(tmp_path))
+    assert not result.ran
+    assert "labels.csv not found in" in result.outcomes[0].skipped
+    assert str(tmp_path / "data" / "toy") in result.outcomes[0].skipped
+
+
+def test_cli_all_fails_only_when_nothing_runs(tmp_path, capsys):
+    args = ["--include", str(PLUGIN), "run", "--model", "toy-luma", "--tasks", "all",
+            "--data-root", str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--no-progress"]
+    assert main(args) == 1
+    make_toy_data(tmp_path / "data" / "toy", n=12)
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err  # every other task is reported with what was looked for
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["run", "--model", "no-such-model", "--output", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("qbench: error:") and "unknown model" in err and "Traceback" not in err
+    assert main(["run", "--model", "precomputed", "--model-path", str(tmp_path / "nope.csv"),
+                 "--output", str(tmp_path)]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["--include", str(tmp_path / "missing.py"), "list"]) == 2
+
+
+def test_include_registers_task_and_model_for_list(tmp_path, capsys):
+    make_toy_data(tmp_path / "data" / "toy", n=5)
+    assert main(["--include", str(PLUGIN), "list", "--data-root", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "toy-luma" in out and f"ready: {tmp_path / 'data' / 'toy'}" in out
+
+
+def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
+    package = tmp_path / "site"
+    (package / "qbench_extra_plugin").mkdir(parents=True)
+    (package / "qbench_extra_plugin" / "__init__.py").write_text(
+        "from qbench import Model, register_model\n"
+        "@register_model('extra-model')\n"
+        "class Extra(Model):\n    name = 'extra-model'\n")
+    dist = package / "qbench_extra_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: qbench-extra-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[qbench.models]\nextra = qbench_extra_plugin\n")
+    monkeypatch.syspath_prepend(str(package))
+    monkeypatch.setattr(registry, "_loaded", False)
+    registry.MODELS.pop("extra-model", None)
+    model = registry.create_model("extra-model")
+    assert type(model).__name__ == "Extra"
+
+
+def test_shards_merge_to_the_unsharded_result(tmp_path):
+    make_toy_data(tmp_path / "data" / "toy", n=30)
+    whole = run(toy_config(tmp_path)).ran[0].metrics
+    shard_dirs = []
+    for i in range(3):
+        config = toy_config(tmp_path, shard=(i, 3))
+        config.output_dir = tmp_path / "shards"
+        shard_dirs.append(run(config).run_dir)
+    sizes = [json.loads((d / "manifest.json").read_text())["tasks"]["toy"]["n_selected"] for d in shard_dirs]
+    assert sum(sizes) == 30 and all(sizes)
+    merged = merge(shard_dirs, tmp_path / "merged").ran[0].metrics
+    for key in ("n", "srcc", "plcc", "krcc", "plcc_logistic"):
+        assert merged[key] == pytest.approx(whole[key])
+
+
+def _run_cli(tmp_path: Path, output: str, extra: list[str]) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "qbench", "--include", str(PLUGIN), "run", "--model", "toy-luma",
+           "--tasks", "toy", "--data-root", str(tmp_path / "data"), "--output",
+           str(tmp_path / output), "--batch-size", "2", "--no-progress", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+
+
+def test_resume_after_kill_finishes_only_the_rest(tmp_path):
+    make_toy_data(tmp_path / "data" / "toy", n=40)
+    calls = tmp_path / "calls.txt"
+    # the model appends every sample id it is asked about to calls.txt
+    proc = _run_cli(tmp_path, "results", ["--model-arg", "delay=0.15", "--run-name", "r",
+                                          "--model-arg", f"log={calls}"])
+    predictions = tmp_path / "results" / "r" / "predictions.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if predictions.exists() and len(predictions.read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = calls.read_text().split()
+    finished_before = len(predictions.read_text().splitlines())
+    assert 10 <= finished_before < 40, "the kill must land mid-run"
+    with predictions.open("a") as f:
+        f.write('{"task": "toy", "sample_id": "img0')  # a torn line, as a kill mid-write leaves
+    rerun = _run_cli(tmp_path, "results", ["--model-arg", "delay=0.15", "--run-name", "r",
+                                           "--model-arg", f"log={calls}"])
+    assert rerun.wait(timeout=120) == 0, rerun.stderr.read().decode()
+    second = calls.read_text().split()[len(first):]
+    done_before = {json.loads(l)["sample_id"] for l in predictions.read_text().splitlines()[:finished_before]}
+    assert set(second).isdisjoint(done_before) and len(set(first + second)) == 40
+    assert len(predictions.read_text().splitlines()) == 40
+    resumed = json.loads((tmp_path / "results" / "r" / "metrics.json").read_text())["toy"]
+    straight = _run_cli(tmp_path, "straight", [])
+    assert straight.wait(timeout=120) == 0
+    (uninterrupted,) = [json.loads(p.read_text())["toy"] for p in (tmp_path / "straight").glob("*/metrics.json")]
+    for key in ("n", "n_ok", "srcc", "plcc", "plcc_logistic", "krcc"):
+        assert resumed[key] == pytest.approx(uninterrupted[key])
