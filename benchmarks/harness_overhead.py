@@ -1,0 +1,94 @@
+"""Harness overhead: wall time of `qbench run` with a zero-cost model over N images, divided by
+the time to decode the same images in a bare loop. Goal: <= 1.2.
+
+    OMP_NUM_THREADS=1 python benchmarks/harness_overhead.py [--images 3000] [--size 384]
+
+Prints the ratios of one run: harness (prefetch threads) / bare, and harness without prefetch
+(decoding inline) / bare.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from qbench import Model, Prediction, Sample, Task, TaskData, register_model, register_task
+from qbench.images import load_image
+from qbench.runner import RunConfig, run
+
+
+@register_task
+class FolderTask(Task):
+    name = "bench-folder"
+    kind = "score"
+    in_all = False
+
+    def locate(self, data_root, override=None):
+        return override or data_root
+
+    def load(self, folder: Path, split: str) -> TaskData:
+        paths = sorted(folder.glob("*.jpg"))
+        return TaskData([Sample(id=p.name, task=self.name, kind="score", images=(str(p),),
+                                mos=float(i % 5 + 1), mos_norm=float(i % 5 + 1))
+                         for i, p in enumerate(paths)])
+
+
+@register_model("bench-zero")
+class ZeroCostModel(Model):
+    """Answers instantly: what remains is the harness"""
+
+    name = "bench-zero"
+
+    def predict(self, samples, images):
+        return [Prediction(task=s.task, sample_id=s.id, score=float(len(s.id) % 5))
+                for s in samples]
+
+
+def make_images(folder: Path, count: int, size: int) -> None:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8)
+    for i in range(count):
+        tile = np.roll(base, i, axis=0)
+        Image.fromarray(tile).resize((size, size), Image.BILINEAR).save(folder / f"{i:05d}.jpg", quality=90)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--size", type=int, default=384)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "images"
+        folder.mkdir()
+        make_images(folder, args.images, args.size)
+        paths = sorted(str(p) for p in folder.glob("*.jpg"))
+        for p in paths[:50]:  # warm the page cache for both contenders
+            load_image(p)
+
+        start = time.perf_counter()
+        for p in paths:
+            load_image(p)
+        bare = time.perf_counter() - start
+
+        timings = {}
+        for label, workers in (("prefetch", 4), ("inline", 0)):
+            config = RunConfig(model="bench-zero", tasks=["bench-folder"], data_root=folder,
+                               output_dir=Path(tmp) / f"results-{label}", batch_size=args.batch_size,
+                               workers=workers, progress=False)
+            start = time.perf_counter()
+            result = run(config)
+            timings[label] = time.perf_counter() - start
+            assert result.ran and result.ran[0].metrics["n_ok"] == args.images
+    print(f"images: {args.images} JPEG {args.size}x{args.size}, batch {args.batch_size}")
+    print(f"bare decoding loop:            {bare:7.2f} s  ({args.images / bare:7.1f} images/s)")
+    for label, seconds in timings.items():
+        print(f"qbench run, {label:<8} decoding: {seconds:7.2f} s  ratio to bare {seconds / bare:.3f}")
+
+
+if __name__ == "__main__":
+    main()
