@@ -1,0 +1,222 @@
+"""Readers shared by the benchmark tasks: release tables (CSV, XLSX, `name,score` text files),
+DeQA-Score meta JSON, path safety and the [1, 5] rescaling of REFERENCE §2.
+
+Every problem with a file is a DataError whose message is one line naming the file and what was
+found there; problems with single rows are counted and reported in notes, never fatal.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from qbench import DataError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One rated image as a release file lists it: `image` is an absolute path, `split` the
+    release's own split word (None where the release has none)."""
+
+    image: Path
+    mos: float
+    split: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+# ------------------------------------------------------------------------------ paths
+
+def safe_path(root: Path, relative: str, source: Path) -> Path:
+    """`root / relative`, refused (DataError) when it leads outside `root`: a meta file must not
+    make qbench read files elsewhere on the machine."""
+    text = str(relative).replace("\\", "/")
+    candidate = Path(text)
+    resolved = (root / candidate).resolve()
+    if candidate.is_absolute() or not resolved.is_relative_to(root.resolve()):
+        raise DataError(f"{source}: image path {relative!r} leads outside the data root {root}; refused")
+    return root / PurePosixPath(text)
+
+
+def relative_id(path: Path, root: Path) -> str:
+    """A sample id: the image path relative to the folder it was found in, '/'-separated."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def index_images(folders: Iterable[Path]) -> dict[str, Path]:
+    """Image files under `folders` (recursively) by lower-case file name; the first folder
+    listed wins a name clash. Releases scatter images over sub-folders (PIPAL's Distortion_*,
+    CSIQ's dst_imgs/<type>/, CLIVE's trainingImages/)."""
+    index: dict[str, Path] = {}
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                index.setdefault(path.name.lower(), path)
+    return index
+
+
+# ------------------------------------------------------------------------------ scales
+
+def rescale(values: Sequence[float], lower_better: bool) -> list[float]:
+    """REFERENCE §2: norm = 4·(v − min)/(max − min) + 1 over the whole dataset, flipped for
+    lower-is-better scales so that 5 is always the best."""
+    array = np.asarray(values, dtype=float)
+    low, high = float(array.min()), float(array.max())
+    if high == low:
+        raise DataError(f"cannot rescale to [1, 5]: every score equals {low}")
+    norm = 4.0 * (array - low) / (high - low) + 1.0
+    return (6.0 - norm if lower_better else norm).tolist()
+
+
+def usable_score(value: Any, valid: tuple[float, float] | None) -> float | None:
+    """The score as a float, or None when it is missing, not a number or outside `valid`."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or (valid and not valid[0] <= number <= valid[1]):
+        return None
+    return number
+
+
+def drop_note(count: int, what: str, source: Path | str) -> list[str]:
+    return [f"dropped {count} {what} in {source}"] if count else []
+
+
+# ------------------------------------------------------------------------------ tables
+
+def _require(frame: pd.DataFrame, columns: Sequence[str], path: Path, where: str = "") -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise DataError(f"{path}{where}: missing column(s) {', '.join(missing)}; columns found: {found}")
+
+
+def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """A release CSV with at least `columns` (header on the first line)."""
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV: {str(exc).splitlines()[0]}") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _require(frame, columns, path)
+    return frame
+
+
+def read_xlsx(path: Path, columns: Sequence[str], sheet: str | int = 0, header_row: int = 1
+              ) -> pd.DataFrame:
+    """One sheet of a release XLSX whose header sits on `header_row` (1-based, as Excel counts)."""
+    try:
+        sheets = pd.ExcelFile(path, engine="openpyxl")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (ValueError, OSError, KeyError) as exc:  # openpyxl raises these on a non-XLSX file
+        raise DataError(f"{path}: not a readable XLSX workbook: {str(exc).splitlines()[0]}") from None
+    with sheets:
+        if isinstance(sheet, str) and sheet not in sheets.sheet_names:
+            raise DataError(f"{path}: no sheet {sheet!r}; sheets found: {', '.join(sheets.sheet_names)}")
+        frame = pd.read_excel(sheets, sheet_name=sheet, header=header_row - 1)
+    frame = frame.dropna(how="all")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _require(frame, columns, path, f" (sheet {sheet!r}, header row {header_row})")
+    return frame
+
+
+def read_name_scores(path: Path) -> list[tuple[str, float | None]]:
+    """Lines `name,score` (PIPAL labels, SRIQA-Bench MOS files). A score that is not a number
+    becomes None (the caller counts it); a line without a comma is a format error."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read: {exc}") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        name, sep, score = line.partition(",")
+        if not sep or not name.strip():
+            raise DataError(f"{path}:{number}: expected 'name,score', got {line.strip()[:60]!r}")
+        out.append((name.strip(), usable_score(score.strip(), None)))
+    return out
+
+
+# ------------------------------------------------------------------------------ DeQA metas
+
+def find_meta(folder: Path, pattern: str) -> Path | None:
+    """A DeQA meta file (`test_koniq_*.json`) in `<folder>/metas/` or `<folder>/`."""
+    for place in (folder / "metas", folder):
+        found = sorted(place.glob(pattern)) if place.is_dir() else []
+        if found:
+            return found[0]
+    return None
+
+
+def read_json_records(path: Path) -> list[Any]:
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(records, list):
+        raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    return records
+
+
+def deqa_base(folder: Path, image: str) -> Path:
+    """DeQA image paths are relative to the data root (`KONIQ/images/x.jpg`): resolve against
+    the dataset folder's parent when the path starts with the folder's own name."""
+    first = PurePosixPath(str(image).replace("\\", "/")).parts[:1]
+    return folder.parent if first and first[0].lower() == folder.name.lower() else folder
+
+
+@dataclass
+class DeqaRows:
+    rows: list[ScoreRow]
+    norms: list[float | None]       # gt_score_norm per row, where the record has one
+    lower_better: bool              # direction of gt_score as the file orders it
+    notes: list[str]
+
+
+def read_deqa(folder: Path, meta: Path, declared_lower_better: bool) -> DeqaRows:
+    """Rows of a DeQA-Score meta file (`{image, gt_score, gt_score_norm, ...}`).
+
+    gt_score is kept raw. Its direction is read off the file where it can be (gt_score against
+    gt_score_norm, which REFERENCE §2 says is always higher-is-better): re-packagings of DMOS
+    sets differ in whether they flipped the raw score."""
+    rows, norms, bad = [], [], 0
+    for record in read_json_records(meta):
+        if not isinstance(record, dict) or "image" not in record:
+            bad += 1
+            continue
+        score = usable_score(record.get("gt_score"), None)
+        norm = usable_score(record.get("gt_score_norm"), (1.0 - 1e-6, 5.0 + 1e-6))
+        if score is None or (record.get("gt_score_norm") is not None and norm is None):
+            bad += 1
+            continue
+        image = str(record["image"])
+        path = safe_path(deqa_base(folder, image), image, meta)
+        rows.append(ScoreRow(path, score, meta={"deqa_id": record.get("id")}))
+        norms.append(norm)
+    lower_better, notes = declared_lower_better, drop_note(bad, "records without a usable image/gt_score/gt_score_norm", meta)
+    paired = [(r.mos, n) for r, n in zip(rows, norms) if n is not None]
+    if len(paired) >= 3 and np.ptp([p[0] for p in paired]) > 0:
+        rho = stats.spearmanr(*zip(*paired))[0]
+        lower_better = bool(rho < 0)
+        if lower_better != declared_lower_better:
+            notes.append(f"{meta.name}: gt_score is {'lower' if lower_better else 'higher'}-is-better "
+                         f"in this file (read off gt_score_norm); metrics use that direction")
+    return DeqaRows(rows, norms, lower_better, notes)

@@ -1,0 +1,31 @@
+"""AGIQA-3K: AI-generated images, `mos_quality` 0-~5, higher is better (REFERENCE §2); a
+cross-dataset set, tested whole."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qbench import register_task
+
+from ._formats import ScoreRow, index_images, read_csv
+from ._score import ScoreTask
+
+
+@register_task
+class AGIQA3K(ScoreTask):
+    name = "agiqa3k"
+    description = "AGIQA-3K AI-generated images (perceptual quality MOS; whole set)"
+    expected_count = {"test": 2982}
+    folders = ("agiqa3k", "AGIQA-3K", "AGIQA3K")
+    native_files = ("data.csv",)
+    markers = ("data.csv", "metas/test_agiqa_3k.json")
+    deqa_key = "agiqa"
+    mos_range = (0.0, 5.0)
+
+    def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
+        path = folder / "data.csv"
+        frame = read_csv(path, ["name", "mos_quality"])
+        found = index_images([folder])
+        prompts = frame["prompt"] if "prompt" in frame.columns else [None] * len(frame)
+        return [ScoreRow(found.get(str(name).strip().lower(), folder / str(name).strip()), mos, "test",
+                         meta={"prompt": prompt})
+                for name, mos, prompt in zip(frame["name"], frame["mos_quality"], prompts)], path

@@ -1,0 +1,52 @@
+"""CSIQ: 866 distorted images, DMOS 0-1, LOWER is better (REFERENCE §2). A cross-dataset set:
+the whole set is the test split."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qbench import register_task
+
+from ._formats import ScoreRow, index_images, read_xlsx
+from ._score import ScoreTask
+
+SHEET_FILE = "csiq.DMOS.xlsx"
+# The sheet's dst_type words where the image file names spell the type differently.
+FILE_TYPE = {"noise": "awgn"}
+
+
+def image_name(image: object, dst_type: str, level: object) -> str:
+    """`<img>.<TYPE>.<lev>.png`, e.g. (1600, 'jpeg 2000', 3) -> '1600.jpeg2000.3.png'."""
+    word = str(dst_type).strip().lower()
+    kind = FILE_TYPE.get(word, word.replace(" ", ""))
+    return f"{str(image).strip()}.{kind}.{int(float(level))}.png"
+
+
+@register_task
+class CSIQ(ScoreTask):
+    name = "csiq"
+    description = "CSIQ synthetic distortions (DMOS 0-1, lower is better; whole set)"
+    lower_better = True
+    expected_count = {"test": 866}
+    folders = ("csiq", "CSIQ")
+    native_files = (SHEET_FILE,)
+    markers = (SHEET_FILE, "metas/test_csiq_866.json")
+    deqa_key = "csiq"
+    mos_range = (0.0, 1.0)
+
+    def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
+        path = folder / SHEET_FILE
+        frame = read_xlsx(path, ["image", "dst_type", "dst_lev", "dmos"], sheet="all_by_image",
+                          header_row=4)
+        found = index_images([folder / "dst_imgs"])
+        rows = []
+        for image, dst_type, level, dmos in zip(frame["image"], frame["dst_type"], frame["dst_lev"],
+                                                frame["dmos"]):
+            try:
+                name = image_name(image, dst_type, level)
+            except (TypeError, ValueError):   # a blank or non-numeric level: the row is dropped
+                rows.append(ScoreRow(folder / "dst_imgs" / str(image), float("nan")))
+                continue
+            fallback = folder / "dst_imgs" / name.split(".")[1] / name
+            rows.append(ScoreRow(found.get(name.lower(), fallback), dmos, "test",
+                                 meta={"dst_type": str(dst_type).strip(), "dst_lev": int(float(level))}))
+        return rows, path

@@ -1,0 +1,310 @@
+"""The seven score benchmarks, each read from a small fixture in its native release format and
+in the DeQA-Score meta format, run end to end with the `precomputed` model; the metrics are
+checked against scipy computed here, independently of qbench.metrics."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import openpyxl
+import pytest
+import scipy.io
+from PIL import Image
+from scipy import stats
+
+from qbench.registry import get_task
+from qbench.runner import RunConfig, run
+
+RNG_SEED = 7
+
+
+def write_image(path: Path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value % 256, 40, 90)).save(path)
+
+
+def scores(n: int, low: float, high: float, seed: int = RNG_SEED) -> list[float]:
+    return [round(float(v), 4) for v in np.random.default_rng(seed).uniform(low, high, n)]
+
+
+# ------------------------------------------------------------------- native fixtures
+# Each builder writes the release layout under `root/<folder>` and returns the ground truth a
+# test split should yield: {image path relative to the task folder: raw score}, plus all rows.
+
+def build_koniq(root: Path, n: int = 30, folder: str = "koniq") -> dict:
+    base = root / folder
+    mos = scores(n, 1.0, 5.0)
+    sets = ["training"] * 18 + ["validation"] * 4 + ["test"] * (n - 22)
+    lines = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore,set"]
+    for i, (m, s) in enumerate(zip(mos, sets)):
+        lines.append(f"{1000 + i}.jpg,1,2,3,4,5,15,{m},0.5,{(m - 1) * 25},{s}")
+        write_image(base / "1024x768" / f"{1000 + i}.jpg", i * 8)
+    lines.append("bad_nan.jpg,1,2,3,4,5,15,,0.5,50,test")       # no MOS: dropped
+    lines.append("bad_range.jpg,1,2,3,4,5,15,7.5,0.5,50,test")  # outside 1..5: dropped
+    (base / "koniq10k_distributions_sets.csv").write_text("\n".join(lines) + "\n")
+    return {"all": {f"1024x768/{1000 + i}.jpg": m for i, m in enumerate(mos)},
+            "test": {f"1024x768/{1000 + i}.jpg": m for i, (m, s) in enumerate(zip(mos, sets))
+                     if s == "test"}}
+
+
+def build_spaq(root: Path, n: int = 20) -> dict:
+    base = root / "spaq"
+    mos = scores(n, 0.0, 100.0)
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"])
+    for i, m in enumerate(mos):
+        sheet.append([f"{i + 1:05d}.jpg", m, 50, 50, 50, 50, 50])
+        write_image(base / "TestImage" / f"{i + 1:05d}.jpg", i * 9)
+    (base / "Annotations").mkdir(parents=True)
+    book.save(base / "Annotations" / "MOS and Image attribute scores.xlsx")
+    return {"all": {f"TestImage/{i + 1:05d}.jpg": m for i, m in enumerate(mos)}}
+
+
+def build_kadid(root: Path, n: int = 25) -> dict:
+    base = root / "kadid10k"   # the archive's own folder name
+    mos = scores(n, 1.0, 4.93)
+    lines = ["dist_img,ref_img,dmos,var"]
+    for i, m in enumerate(mos):
+        name = f"I{i // 5 + 1:02d}_{i % 5 + 1:02d}_01.png"
+        lines.append(f"{name},I{i // 5 + 1:02d}.png,{m},0.3")
+        write_image(base / "images" / name, i * 7)
+    (base / "dmos.csv").write_text("\n".join(lines) + "\n")
+    return {"all": {f"images/I{i // 5 + 1:02d}_{i % 5 + 1:02d}_01.png": m for i, m in enumerate(mos)}}
+
+
+CSIQ_TYPES = (("noise", "awgn", "AWGN"), ("jpeg", "jpeg", "JPEG"), ("jpeg 2000", "jpeg2000", "jpeg2000"),
+              ("blur", "blur", "BLUR"))
+
+
+def build_csiq(root: Path, header_row: int = 4, sheet_name: str = "all_by_image") -> dict:
+    base = root / "csiq"
+    book = openpyxl.Workbook()
+    book.active.title = "notes"
+    sheet = book.create_sheet(sheet_name)
+    for _ in range(header_row - 1):
+        sheet.append(["CSIQ DMOS, all images"])
+    sheet.append(["image", "dst_idx", "dst_type", "dst_lev", "dmos_std", "dmos"])
+    dmos = scores(20, 0.0, 1.0)
+    truth = {}
+    for k, value in enumerate(dmos):
+        image, (word, folder, spelled) = 1600 + k // 4, CSIQ_TYPES[k % 4]
+        level = k % 5 + 1
+        sheet.append([image, k % 4 + 1, word, level, 0.05, value])
+        name = f"{image}.{spelled}.{level}.png"
+        write_image(base / "dst_imgs" / folder / name, k * 11)
+        truth[f"dst_imgs/{folder}/{name}"] = value
+    base.mkdir(parents=True, exist_ok=True)
+    book.save(base / "csiq.DMOS.xlsx")
+    return {"test": truth}
+
+
+def build_pipal(root: Path) -> dict:
+    base = root / "PIPAL"
+    truth = {}
+    elo = iter(scores(24, 917.0, 1836.0))
+    for ref in ("A0001", "A0002", "A0003"):
+        lines = []
+        for d in range(8):
+            name, value = f"{ref}_{d // 4:02d}_{d % 4:02d}.bmp", next(elo)
+            lines.append(f"{name},{value}")
+            folder = f"Distortion_{d // 4 + 1}"
+            write_image(base / folder / name, d * 13 + len(truth))
+            truth[f"{folder}/{name}"] = value
+        (base / "Train_Label").mkdir(parents=True, exist_ok=True)
+        (base / "Train_Label" / f"{ref}.txt").write_text("\n".join(lines) + "\n")
+    return {"all": truth}
+
+
+def build_livew(root: Path, n: int = 20) -> dict:
+    base = root / "livew"
+    names = [f"{i}.bmp" for i in range(1, n + 1)]
+    mos = scores(n, 3.0, 92.0)
+    cells = np.empty((n, 1), dtype=object)
+    for i, name in enumerate(names):
+        cells[i, 0] = np.array([name])
+        folder = "Images/trainingImages" if i < 7 else "Images"
+        write_image(base / folder / name, i * 12)
+    (base / "Data").mkdir(parents=True)
+    scipy.io.savemat(base / "Data" / "AllImages_release.mat", {"AllImages_release": cells})
+    scipy.io.savemat(base / "Data" / "AllMOS_release.mat", {"AllMOS_release": np.array([mos])})
+    path = lambda i: f"Images/trainingImages/{names[i]}" if i < 7 else f"Images/{names[i]}"  # noqa: E731
+    return {"all": {path(i): m for i, m in enumerate(mos)},
+            "test": {path(i): m for i, m in enumerate(mos) if i >= 7}}
+
+
+def build_agiqa(root: Path, n: int = 20) -> dict:
+    base = root / "AGIQA-3K"
+    mos = scores(n, 0.0, 5.0)
+    lines = ["name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align"]
+    for i, m in enumerate(mos):
+        lines.append(f"model_{i:03d}.jpg,a cat,,,realistic,{m},0.4,3.0,0.3")
+        write_image(base / f"model_{i:03d}.jpg", i * 10)
+    (base / "data.csv").write_text("\n".join(lines) + "\n")
+    return {"test": {f"model_{i:03d}.jpg": m for i, m in enumerate(mos)}}
+
+
+def build_deqa(root: Path, dataset: str, meta: str, n: int = 20, lower_better: bool = False,
+               flipped_raw: bool = False) -> dict:
+    """`root/<dataset>/metas/<meta>` with image paths relative to root. `lower_better` writes
+    raw DMOS (gt_score falls as gt_score_norm rises); `flipped_raw` writes it already flipped."""
+    raw = scores(n, 0.0, 1.0 if lower_better else 100.0, seed=RNG_SEED + 1)
+    low, high = min(raw), max(raw)
+    records, truth = [], {}
+    for i, value in enumerate(raw):
+        norm = 4 * (value - low) / (high - low) + 1
+        if lower_better:
+            norm = 6 - norm
+        gt = -value if flipped_raw else value
+        image = f"{dataset}/images/{i:04d}.png"
+        write_image(root / image, i * 9)
+        records.append({"id": f"{i:04d}", "image": image, "gt_score": gt, "gt_score_norm": norm,
+                        "std": 0.1, "std_norm": 0.1})
+        truth[image] = (gt, norm)
+    (root / dataset / "metas").mkdir(parents=True, exist_ok=True)
+    (root / dataset / "metas" / meta).write_text(json.dumps(records))
+    return truth
+
+
+# ------------------------------------------------------------------- running
+
+def predictions_for(truth: dict[str, float], tmp_path: Path, task: str, noise: float,
+                    seed: int = 3) -> tuple[Path, dict[str, float]]:
+    """A precomputed predictions CSV: ground truth plus noise, keyed by image path."""
+    rng = np.random.default_rng(seed)
+    pred = {image: value + float(rng.normal(0, noise)) for image, value in truth.items()}
+    path = tmp_path / f"pred-{task}.csv"
+    path.write_text("task,image,score\n" + "".join(f"{task},{k},{v}\n" for k, v in pred.items()))
+    return path, pred
+
+
+def run_one(tmp_path: Path, task: str, data_root: Path, predictions: Path, split: str | None = None,
+            **options) -> dict:
+    result = run(RunConfig(model="precomputed", model_path=predictions, tasks=[task],
+                           data_root=data_root, output_dir=tmp_path / "out", split=split,
+                           model_options=options, progress=False))
+    (outcome,) = result.outcomes
+    assert outcome.skipped is None, outcome.skipped
+    return outcome.metrics
+
+
+def assert_matches_scipy(metrics: dict, truth: dict[str, float], pred: dict[str, float],
+                         lower_better: bool = False) -> None:
+    keys = sorted(truth)
+    gt = np.array([truth[k] for k in keys]) * (-1 if lower_better else 1)
+    p = np.array([pred[k] for k in keys])
+    assert metrics["n"] == len(keys) and metrics["n_ok"] == len(keys)
+    assert metrics["parsed_fraction"] == 1.0
+    assert metrics["plcc"] == pytest.approx(stats.pearsonr(p, gt)[0], abs=1e-9)
+    assert metrics["srcc"] == pytest.approx(stats.spearmanr(p, gt)[0], abs=1e-9)
+    assert metrics["krcc"] == pytest.approx(stats.kendalltau(p, gt)[0], abs=1e-9)
+    assert metrics["plcc_logistic"] is not None and -1 <= metrics["plcc_logistic"] <= 1
+
+
+NATIVE = [  # task, builder, split, lower_better, noise
+    ("koniq", build_koniq, "test", False, 0.4),
+    ("spaq", build_spaq, "all", False, 10.0),
+    ("kadid", build_kadid, "all", False, 0.4),
+    ("csiq", build_csiq, "test", True, 0.1),
+    ("pipal", build_pipal, "all", False, 150.0),
+    ("livew", build_livew, "test", False, 10.0),
+    ("agiqa3k", build_agiqa, "test", False, 0.5),
+]
+
+
+@pytest.mark.parametrize("task,builder,split,lower_better,noise", NATIVE, ids=[n[0] for n in NATIVE])
+def test_native_release_end_to_end(tmp_path, task, builder, split, lower_better, noise):
+    truth = builder(tmp_path / "data")[split]
+    predictions, pred = predictions_for(truth, tmp_path, task, noise)
+    metrics = run_one(tmp_path, task, tmp_path / "data", predictions, split=split)
+    assert metrics["split"] == split and metrics["source"].startswith("native release")
+    assert_matches_scipy(metrics, truth, pred, lower_better)
+
+
+def test_rescaling_is_over_the_whole_dataset_and_flipped_for_dmos(tmp_path):
+    koniq = build_koniq(tmp_path)
+    data = get_task("koniq").load(tmp_path / "koniq", "test")
+    low, high = min(koniq["all"].values()), max(koniq["all"].values())
+    for s in data.samples:
+        assert s.mos == koniq["test"][s.id]
+        assert s.mos_norm == pytest.approx(4 * (s.mos - low) / (high - low) + 1)
+    csiq = build_csiq(tmp_path)["test"]
+    data = get_task("csiq").load(tmp_path / "csiq", "test")
+    low, high = min(csiq.values()), max(csiq.values())
+    best = min(data.samples, key=lambda s: s.mos)  # lowest DMOS is the best image
+    assert best.mos_norm == pytest.approx(5.0) and best.mos == low
+    assert max(data.samples, key=lambda s: s.mos).mos_norm == pytest.approx(1.0)
+
+
+def test_nan_and_out_of_range_rows_are_dropped_and_counted(tmp_path):
+    build_koniq(tmp_path)
+    data = get_task("koniq").load(tmp_path / "koniq", "all")
+    assert len(data.samples) == 30
+    assert data.notes == [f"dropped 2 rows with a missing or outside 1.0..5.0 score in "
+                          f"{tmp_path / 'koniq' / 'koniq10k_distributions_sets.csv'}"]
+
+
+def test_koniq_official_sets_select_the_split(tmp_path):
+    build_koniq(tmp_path)
+    task = get_task("koniq")
+    counts = {split: len(task.load(tmp_path / "koniq", split).samples)
+              for split in ("train", "validation", "test", "all")}
+    assert counts == {"train": 18, "validation": 4, "test": 8, "all": 30}
+
+
+def test_rmse_on_the_1_to_5_scale_for_models_answering_on_it(tmp_path):
+    truth = build_koniq(tmp_path / "data")["test"]
+    data = get_task("koniq").load(tmp_path / "data" / "koniq", "test")
+    norm = {s.id: s.mos_norm for s in data.samples}
+    predictions, pred = predictions_for(norm, tmp_path, "koniq", 0.3)
+    metrics = run_one(tmp_path, "koniq", tmp_path / "data", predictions, mos_scale=True)
+    keys = sorted(truth)
+    expected = np.sqrt(np.mean([(pred[k] - norm[k]) ** 2 for k in keys]))
+    assert metrics["rmse"] == pytest.approx(expected)
+    assert_matches_scipy(metrics, truth, pred)
+
+
+DEQA = [  # task, DeQA folder, meta file, lower_better
+    ("koniq", "KONIQ", "test_koniq_2k.json", False),
+    ("spaq", "SPAQ", "test_spaq_2k.json", False),
+    ("kadid", "KADID10K", "test_kadid_2k.json", False),
+    ("pipal", "PIPAL", "test_pipal_5k.json", False),
+    ("livew", "LIVE-WILD", "test_livew_1k.json", False),
+    ("agiqa3k", "AGIQA3K", "test_agiqa_3k.json", False),
+    ("csiq", "CSIQ", "test_csiq_866.json", True),
+]
+
+
+@pytest.mark.parametrize("task,dataset,meta,lower_better", DEQA, ids=[d[0] for d in DEQA])
+def test_deqa_layout_end_to_end(tmp_path, task, dataset, meta, lower_better):
+    truth = build_deqa(tmp_path / "Data-DeQA-Score", dataset, meta, lower_better=lower_better)
+    raw = {k: v[0] for k, v in truth.items()}
+    predictions, pred = predictions_for({k: v[1] for k, v in truth.items()}, tmp_path, task, 0.4)
+    metrics = run_one(tmp_path, task, tmp_path / "Data-DeQA-Score", predictions)
+    assert metrics["source"] == f"DeQA-Score meta {dataset}/metas/{meta}"
+    assert_matches_scipy(metrics, raw, pred, lower_better)
+    samples = get_task(task).load(tmp_path / "Data-DeQA-Score" / dataset, "test").samples
+    assert {s.id: s.mos_norm for s in samples} == {k: v[1] for k, v in truth.items()}
+
+
+def test_deqa_meta_wins_over_native_files_for_the_test_split(tmp_path):
+    build_koniq(tmp_path)
+    records = [{"image": "koniq/1024x768/1000.jpg", "gt_score": 3.0, "gt_score_norm": 3.0},
+               {"image": "koniq/1024x768/1001.jpg", "gt_score": 4.0, "gt_score_norm": 4.0}]
+    (tmp_path / "koniq" / "metas").mkdir()
+    (tmp_path / "koniq" / "metas" / "test_koniq_2k.json").write_text(json.dumps(records))
+    task = get_task("koniq")
+    test = task.load(tmp_path / "koniq", "test")
+    assert [s.id for s in test.samples] == ["koniq/1024x768/1000.jpg", "koniq/1024x768/1001.jpg"]
+    assert test.source == "DeQA-Score meta koniq/metas/test_koniq_2k.json"
+    assert task.load(tmp_path / "koniq", "all").source.startswith("native release")
+
+
+def test_deqa_dmos_already_flipped_is_read_as_higher_better(tmp_path):
+    truth = build_deqa(tmp_path, "CSIQ", "test_csiq_866.json", lower_better=True, flipped_raw=True)
+    predictions, pred = predictions_for({k: v[1] for k, v in truth.items()}, tmp_path, "csiq", 0.4)
+    metrics = run_one(tmp_path, "csiq", tmp_path, predictions)
+    assert_matches_scipy(metrics, {k: v[0] for k, v in truth.items()}, pred, lower_better=False)
+    assert metrics["srcc"] > 0.5
+    assert any("higher-is-better in this file" in note for note in metrics["notes"])
