@@ -1,10 +1,10 @@
 """`stats`: a classical-statistics baseline for the degradation protocol and for scoring.
 
-Four cheap image statistics (noise level, sharpness, 8×8 blockiness, luminance) feed a
-Gaussian classifier for the distortion class; the level comes from the class's own statistic
-through cut points halfway between per-level medians. Both are fitted on synthetic
-degradations of photographs disjoint from the demo test photographs (tasks/synthetic.py
-FIT_PHOTOS), never on test images. The quality score is 5 − expected severity.
+Cheap image statistics (noise level, sharpness, re-blur, 8×8 blockiness and flat blocks,
+luminance) feed one Gaussian per (class, level) cell; class and level are read off the cell
+posterior. The cells are fitted on synthetic degradations of photographs disjoint from the
+demo test photographs (tasks/synthetic.py FIT_PHOTOS), never on test images. The quality
+score is 5 − expected severity under the posterior.
 """
 from __future__ import annotations
 
@@ -14,17 +14,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from qbench import Model, ModelConfig, Prediction, Sample, register_model
 from qbench.protocol import CLASSES, LEVELS
 
-FEATURES = ("log_noise", "sharpness", "blockiness", "p99_luma", "mean_luma", "log_lapvar")
-# The statistic that orders severity within each class, and whether it grows with severity.
-LEVEL_FEATURE = {"noise": ("log_noise", True), "blur": ("sharpness", False),
-                 "jpeg": ("blockiness", True), "darken": ("p99_luma", False)}
+FEATURES = ("log_noise", "sharpness", "blockiness", "p99_luma", "mean_luma", "log_lapvar",
+            "reblur", "flat_blocks")
 FIT_SEED = 12345
-FIT_VERSION = 1
+FIT_VERSION = 2
+SHRINK = 0.05  # added to every covariance: each cell has only a few dozen fitting images
 
 
 def image_statistics(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -38,8 +37,8 @@ def image_statistics(image: Image.Image | np.ndarray) -> np.ndarray:
             + gray[2:, :-2] - 2 * gray[2:, 1:-1] + gray[2:, 2:])
     noise = np.sqrt(np.pi / 2) * np.abs(lap2).sum() / (6 * (w - 2) * (h - 2))
     dx, dy = np.abs(np.diff(gray, axis=1)), np.abs(np.diff(gray, axis=0))
-    contrast = gray.std() + 1.0
-    sharpness = np.log((dx.mean() + dy.mean()) / contrast + 1e-4)
+    gradient = dx.mean() + dy.mean() + 1e-3
+    sharpness = np.log(gradient / (gray.std() + 1.0) + 1e-4)
     lap = gray[1:-1, :-2] + gray[1:-1, 2:] + gray[:-2, 1:-1] + gray[2:, 1:-1] - 4 * gray[1:-1, 1:-1]
 
     def block_ratio(d: np.ndarray) -> float:  # differences across 8-pixel boundaries vs inside
@@ -48,64 +47,56 @@ def image_statistics(image: Image.Image | np.ndarray) -> np.ndarray:
         return float(d[:, edge].mean() + 1e-3) / float(d[:, ~edge].mean() + 1e-3)
 
     blockiness = np.log(block_ratio(dx) * block_ratio(dy.T))
+    # re-blur: an already blurred image loses little gradient energy when blurred again
+    reblurred = np.asarray(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8))
+                           .filter(ImageFilter.GaussianBlur(1.5)), np.float32)
+    reblur = np.log(gradient / (np.abs(np.diff(reblurred, axis=1)).mean()
+                                + np.abs(np.diff(reblurred, axis=0)).mean() + 1e-3))
+    # JPEG flattens 8x8 blocks: the share of nearly constant blocks grows with compression
+    blocks = gray[:h // 8 * 8, :w // 8 * 8].reshape(h // 8, 8, w // 8, 8).std(axis=(1, 3))
     luma = gray / 255.0
     return np.array([np.log(noise + 1e-2), sharpness, blockiness, np.percentile(luma, 99),
-                     luma.mean(), np.log(lap.var() + 1.0)], dtype=np.float64)
+                     luma.mean(), np.log(lap.var() + 1.0), reblur, float(np.mean(blocks < 1.0))],
+                    dtype=np.float64)
+
+
+CELLS: tuple[tuple[str, int], ...] = tuple(
+    (c, level) for c in CLASSES for level in ((0,) if c == "null" else range(1, len(LEVELS) + 1)))
 
 
 class StatsFit:
-    """Fitted parameters: per-class Gaussians (standardised features) and per-level medians."""
+    """One Gaussian per (class, level) cell over standardised statistics: class and level are
+    read off the cell posterior together."""
 
     def __init__(self, params: dict):
         self.params = params
         self.mean = np.array(params["feature_mean"])
         self.scale = np.array(params["feature_scale"])
-        self.class_mean = {c: np.array(v) for c, v in params["class_mean"].items()}
-        self.class_cov_inv = {c: np.linalg.inv(np.array(v)) for c, v in params["class_cov"].items()}
-        self.class_logdet = {c: float(np.linalg.slogdet(np.array(v))[1])
-                             for c, v in params["class_cov"].items()}
+        covs = np.array(params["cell_cov"])
+        self.cell_mean = np.array(params["cell_mean"])
+        self.cell_cov_inv = np.linalg.inv(covs)
+        self.cell_logdet = np.linalg.slogdet(covs)[1]
 
     @classmethod
     def fit(cls, features: np.ndarray, classes: Sequence[str], levels: Sequence[int]) -> "StatsFit":
         mean, scale = features.mean(0), features.std(0) + 1e-9
         z = (features - mean) / scale
-        labels = np.asarray(classes)
-        params = {"version": FIT_VERSION, "features": FEATURES, "feature_mean": mean.tolist(),
-                  "feature_scale": scale.tolist(), "class_mean": {}, "class_cov": {},
-                  "level_medians": {}}
-        for c in CLASSES:
-            rows = z[labels == c]
-            cov = np.cov(rows, rowvar=False) + 0.05 * np.eye(z.shape[1])  # shrink: few null rows
-            params["class_mean"][c] = rows.mean(0).tolist()
-            params["class_cov"][c] = cov.tolist()
-        level_arr = np.asarray(levels)
-        for c, (feature, _) in LEVEL_FEATURE.items():
-            column = features[:, FEATURES.index(feature)]
-            params["level_medians"][c] = [float(np.median(column[(labels == c) & (level_arr == k)]))
-                                          for k in range(1, len(LEVELS) + 1)]
-        return cls(params)
+        labels, level_arr = np.asarray(classes), np.asarray(levels)
+        means, covs = [], []
+        for c, level in CELLS:
+            rows = z[(labels == c) & (level_arr == level)]
+            means.append(rows.mean(0).tolist())
+            covs.append((np.cov(rows, rowvar=False) + SHRINK * np.eye(z.shape[1])).tolist())
+        return cls({"version": FIT_VERSION, "features": FEATURES, "cells": CELLS,
+                    "feature_mean": mean.tolist(), "feature_scale": scale.tolist(),
+                    "cell_mean": means, "cell_cov": covs})
 
-    def class_posterior(self, x: np.ndarray) -> dict[str, float]:
-        z = (x - self.mean) / self.scale
-        log_like = {}
-        for c in CLASSES:
-            d = z - self.class_mean[c]
-            log_like[c] = -0.5 * (d @ self.class_cov_inv[c] @ d + self.class_logdet[c])
-        top = max(log_like.values())
-        weights = {c: np.exp(v - top) for c, v in log_like.items()}
-        total = sum(weights.values())
-        return {c: float(w / total) for c, w in weights.items()}
-
-    def level(self, cls: str, x: np.ndarray) -> float:
-        """Continuous severity in [1, 5]: the statistic interpolated between level medians."""
-        feature, increasing = LEVEL_FEATURE[cls]
-        value = x[FEATURES.index(feature)]
-        medians = np.array(self.params["level_medians"][cls])
-        steps = np.arange(1, len(LEVELS) + 1, dtype=float)
-        if not increasing:
-            medians, value = -medians, -value
-        order = np.argsort(medians)  # interp needs increasing x
-        return float(np.interp(value, medians[order], steps[order]))
+    def posterior(self, x: np.ndarray) -> np.ndarray:
+        """Probability of each cell of CELLS (equal priors)."""
+        d = (x - self.mean) / self.scale - self.cell_mean
+        log_like = -0.5 * (np.einsum("kj,kjl,kl->k", d, self.cell_cov_inv, d) + self.cell_logdet)
+        weights = np.exp(log_like - log_like.max())
+        return weights / weights.sum()
 
 
 def fit_on_disjoint_photos() -> StatsFit:
@@ -115,7 +106,7 @@ def fit_on_disjoint_photos() -> StatsFit:
     if cache.exists():
         try:
             return StatsFit(json.loads(cache.read_text()))
-        except (ValueError, KeyError, np.linalg.LinAlgError):
+        except (ValueError, KeyError, TypeError, np.linalg.LinAlgError):
             pass  # a damaged cache is refitted
     rows, classes, levels = [], [], []
     for v in variants([bundled_photo(*p) for p in FIT_PHOTOS], seed=FIT_SEED):
@@ -147,13 +138,14 @@ class StatsModel(Model):
                 ) -> list[Prediction]:
         out = []
         for sample, (image, *_) in zip(samples, images):
-            x = image_statistics(image)
-            posterior = self.fit.class_posterior(x)
-            cls = max(posterior, key=posterior.get)
-            expected_severity = sum(p * self.fit.level(c, x) for c, p in posterior.items() if c != "null")
-            level = "null" if cls == "null" else LEVELS[int(np.clip(round(self.fit.level(cls, x)), 1, 5)) - 1]
+            posterior = self.fit.posterior(image_statistics(image))
+            by_class = {c: float(sum(p for (cc, _), p in zip(CELLS, posterior) if cc == c))
+                        for c in CLASSES}
+            cls = max(by_class, key=by_class.get)
+            _, level = max((p, lev) for (cc, lev), p in zip(CELLS, posterior) if cc == cls)
+            expected_severity = float(sum(p * lev for (_, lev), p in zip(CELLS, posterior)))
             out.append(Prediction(task=sample.task, sample_id=sample.id,
-                                  score=float(np.clip(5.0 - expected_severity, 1.0, 5.0)),
-                                  distortion_class=cls, severity=level,
-                                  extra={"p_class": {c: round(p, 4) for c, p in posterior.items()}}))
+                                  score=5.0 - expected_severity, distortion_class=cls,
+                                  severity="null" if cls == "null" else LEVELS[level - 1],
+                                  extra={"p_class": {c: round(p, 4) for c, p in by_class.items()}}))
         return out
