@@ -1,0 +1,53 @@
+"""`qbench train --config FILE`: the GRPO recipe from the command line. The config is checked
+(and, with --check, the data too) before torch, TRL or the model load."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import validate
+
+
+def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from .config import load_config
+
+    config = load_config(args.config)
+    if args.resume is not None:
+        config.resume = args.resume
+    if args.max_steps is not None:
+        config.grpo.max_steps = args.max_steps
+    if args.output_dir is not None:
+        config.output_dir = args.output_dir
+    validate(config)
+    if args.check:
+        from .data import collect_samples
+        data = collect_samples(config.data)
+        for note in data.notes:
+            console.print(f"[yellow]{note}[/]")
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(data.counts().items()))
+        console.print(f"config and data ok: {len(data.samples)} samples ({counts})")
+        return 0
+    from .train import train
+    try:
+        result = train(config, console=console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: run the same command again to resume from the last "
+                      f"checkpoint in {config.output_dir}[/]")
+        return 130
+    console.print(f"trained {result.global_step} steps; final model: {result.final_model}")
+    return 0
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="GRPO training (the Q-Insight recipe)")
+    p.add_argument("--config", type=Path, required=True, help="training YAML "
+                   "(trainer/configs/qinsight.yaml, comparison.yaml)")
+    p.add_argument("--resume", metavar="auto|never|CHECKPOINT",
+                   help="override the config's resume setting")
+    p.add_argument("--max-steps", type=int, help="override grpo.max_steps")
+    p.add_argument("--output-dir", type=Path, help="override output_dir")
+    p.add_argument("--check", action="store_true",
+                   help="check the config and decode every training image; load no model")
+    p.set_defaults(func=cmd_train)
