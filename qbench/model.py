@@ -36,6 +36,8 @@ class Model:
     name: ClassVar[str] = ""
     kinds: ClassVar[frozenset[str]] = frozenset({"score"})
     needs_images: ClassVar[bool] = True
+    weights: ClassVar[str | None] = None             # what --model-path must point at, if anything
+    weights_folder: ClassVar[str | None] = None      # its default place under the model root
     lower_better: bool = False                       # score direction (e.g. NIQE, BRISQUE)
     score_range: tuple[float, float] | None = None   # (1, 5) when scores are on the MOS scale
 

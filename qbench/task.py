@@ -2,7 +2,6 @@
 Loading is its only job; scoring follows from its kind (overridable for special protocols)."""
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,7 +68,7 @@ class Task:
         for place in places:
             if any((place / marker).exists() for marker in self.markers or ("",)):
                 return place
-        looked = ", ".join(str(p) for p in places) or "(no --data-root given)"
+        looked = ", ".join(str(p) for p in places) or "(no data root: pass --data-root or set QBENCH_DATA_ROOT)"
         wanted = " or ".join(self.markers) or "its folder"
         raise DataNotFound(f"{self.name}: {wanted} not found in {looked}")
 
@@ -120,5 +119,5 @@ def coverage(samples: Sequence[Sample], predictions: dict[str, Prediction]) -> d
 
 
 def default_data_root() -> Path | None:
-    root = os.environ.get("QBENCH_DATA_ROOT")
-    return Path(root).expanduser() if root else None
+    from .settings import user_settings
+    return user_settings().data_root
