@@ -11,7 +11,7 @@ from rich.console import Console
 from .images import ImageError
 from .model import ModelError
 from .registry import MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins
-from .results import format_table, read_leaderboard
+from .results import format_table, read_leaderboard, summary_columns, with_published
 from .runner import RunConfig, expand_tasks, merge, run
 from .task import DataError, default_data_root
 
@@ -117,17 +117,24 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     frame = read_leaderboard(args.output / "leaderboard.csv")
-    if args.tasks:
-        frame = frame[frame["task"].isin(expand_tasks(args.tasks.split(",")))]
+    tasks = expand_tasks(args.tasks.split(",")) if args.tasks else None
+    if tasks:
+        frame = frame[frame["task"].isin(tasks)]
+    if args.published:
+        from qbench.baselines.published import PROTOCOL_COLUMNS, leaderboard_rows, load_published
+        frame = with_published(frame, leaderboard_rows(load_published(), tasks or set(frame["task"])))
     if frame.empty:
         console.print(f"no results in {args.output / 'leaderboard.csv'}: run `qbench run` first")
         return 1
-    print(format_table(frame))
+    columns = summary_columns(frame)
+    if args.published and (frame["source"] == "published").any():
+        columns = ["source", *columns, *[c for c in PROTOCOL_COLUMNS if c in frame]]
+    print(format_table(frame, columns=columns))
     if args.csv:
         frame.to_csv(args.csv, index=False)
         console.print(f"wrote {args.csv}")
     if args.markdown:
-        Path(args.markdown).write_text(format_table(frame, "github") + "\n")
+        Path(args.markdown).write_text(format_table(frame, "github", columns) + "\n")
         console.print(f"wrote {args.markdown}")
     return 0
 
@@ -181,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks")
     p.add_argument("--csv", type=Path)
     p.add_argument("--markdown", type=Path)
+    p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the published figures (baselines/published.csv) for the same tasks")
     p.set_defaults(func=cmd_leaderboard)
     p = sub.add_parser("merge", help="combine the shards of a run (--shard i/n) into one run")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")

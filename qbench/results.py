@@ -63,6 +63,18 @@ def update_leaderboard(path: Path, run_id: str, model: str, task_metrics: list[d
     return frame
 
 
+def with_published(measured: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """Measured rows and published rows (source "published") in one table, each task's rows
+    together, measured first. Counts stay integers where published rows have none."""
+    if published.empty:
+        return measured
+    frame = pd.concat([measured, published], ignore_index=True) if len(measured) else published
+    for column in ("n", "n_ok"):
+        if column in frame and column in measured and pd.api.types.is_integer_dtype(measured[column]):
+            frame[column] = frame[column].astype("Int64").astype(object)
+    return order_columns(frame).sort_values(["task", "source", "model"], kind="stable")
+
+
 def summary_columns(frame: pd.DataFrame) -> list[str]:
     """The columns worth printing: keys and headline metrics that have a value somewhere."""
     wanted = ["model", "task", "split", "n", "parsed_fraction"] + METRIC_ORDER

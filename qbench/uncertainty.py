@@ -1,0 +1,240 @@
+"""Bootstrap uncertainty for the headline metrics: percentile confidence intervals for PLCC, SRCC
+and accuracy, and a paired bootstrap of the difference between two runs on the same samples.
+
+Vectorised: a resample is a row of counts (how often each sample was drawn), so a statistic over
+B resamples is a few (B, n) array operations, never a Python loop over resamples. SRCC on a
+resample uses average ranks derived from the counts: exactly what Spearman's rho of the resampled
+data is, ties included. Both runs of a paired comparison see the same resamples.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .metrics import orient
+from .protocol import DISTORTIONS
+from .records import Prediction, Sample
+from .task import ModelConvention, Task
+
+# counts (B, n) -> one value per resample (B,); NaN where a resample leaves it undefined
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+DEFAULT_RESAMPLES = 2000
+DEFAULT_LEVEL = 0.95
+_CHUNK_CELLS = 2_000_000  # cells of one counts block: bounds memory for large test sets
+
+
+def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Blocks of bootstrap resamples of n items, as draw counts (rows sum to n)."""
+    per_block = max(1, _CHUNK_CELLS // max(n, 1))
+    for start in range(0, resamples, per_block):
+        rows = min(per_block, resamples - start)
+        draws = rng.integers(0, n, size=(rows, n)) + n * np.arange(rows)[:, None]
+        yield np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n)
+
+
+def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pearson's r of each row's weighted data; x, y are (n,) or (B, n), weights (B, n)."""
+    total = weights.sum(axis=1, keepdims=True)
+    dx = x - (weights * x).sum(axis=1, keepdims=True) / total
+    dy = y - (weights * y).sum(axis=1, keepdims=True) / total
+    cov = (weights * dx * dy).sum(axis=1)
+    var = (weights * dx * dx).sum(axis=1) * (weights * dy * dy).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # relative threshold: a constant resample leaves rounding noise, not zero
+        scale = (weights * x * x).sum(axis=1) * (weights * y * y).sum(axis=1)
+        return np.where(var > 1e-24 * np.maximum(scale, 1e-300), cov / np.sqrt(var), np.nan)
+
+
+def _rank_counts(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function giving, per resample, each item's average rank among the drawn items."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    new_value = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(new_value)                 # first sorted position of each tie group
+    group_of = np.empty(len(values), dtype=int)
+    group_of[order] = np.cumsum(new_value) - 1
+
+    def ranks(counts: np.ndarray) -> np.ndarray:
+        per_group = np.add.reduceat(counts[:, order], starts, axis=1)   # draws per tie group
+        below = np.cumsum(per_group, axis=1) - per_group
+        return (below + (per_group + 1) / 2.0)[:, group_of]
+    return ranks
+
+
+def pearson_statistic(pred: Sequence[float], gt: Sequence[float]) -> Statistic:
+    x, y = np.asarray(pred, float), np.asarray(gt, float)
+    return lambda counts: weighted_pearson(x, y, counts)
+
+
+def spearman_statistic(pred: Sequence[float], gt: Sequence[float]) -> Statistic:
+    rank_x, rank_y = _rank_counts(np.asarray(pred, float)), _rank_counts(np.asarray(gt, float))
+    return lambda counts: weighted_pearson(rank_x(counts), rank_y(counts), counts)
+
+
+def accuracy_statistic(correct: Sequence[bool], groups: Sequence[str | None] | None = None
+                       ) -> Statistic:
+    """Accuracy of the drawn items; with `groups`, the mean of per-group accuracies (the macro
+    mean of Q-Insight Table 2) over the groups a resample contains. Items whose group is None
+    do not count."""
+    hits = np.asarray(correct, dtype=float)
+    labels = [None] * len(hits) if groups is None else list(groups)
+    names = sorted({g for g in labels if g is not None}) if groups is not None else [None]
+    member = np.array([[g == name for name in names] for g in labels], dtype=float).reshape(
+        len(hits), len(names))
+
+    def statistic(counts: np.ndarray) -> np.ndarray:
+        drawn = counts @ member
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_group = (counts * hits) @ member / drawn
+        per_group[drawn == 0] = np.nan
+        defined = ~np.isnan(per_group)
+        sums = np.where(defined, per_group, 0.0).sum(axis=1)
+        return np.where(defined.any(axis=1), sums / np.maximum(defined.sum(axis=1), 1), np.nan)
+    return statistic
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile bootstrap confidence interval. `undefined`: resamples where the statistic
+    had no value (e.g. a constant resample); they are left out of the percentiles."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    resamples: int
+    undefined: int = 0
+
+    def to_json(self) -> dict[str, float | int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Statistic of run A minus run B on the same samples, with its bootstrap interval. The
+    p-value is two-sided (twice the smaller tail of the resampled differences beyond zero),
+    floored at 1/resamples."""
+
+    a: float
+    b: float
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    level: float
+    resamples: int
+    n: int
+
+    @property
+    def verdict(self) -> str:
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return "undefined"
+        if self.low > 0:
+            return "A better"
+        if self.high < 0:
+            return "B better"
+        return "no significant difference"
+
+
+def _resampled(statistics: Sequence[Statistic], n: int, resamples: int, seed: int
+               ) -> list[np.ndarray]:
+    """Every statistic on the same `resamples` bootstrap resamples (same seed, same draws)."""
+    if resamples < 1:
+        raise ValueError(f"resamples must be positive, got {resamples}")
+    rng = np.random.default_rng(seed)
+    blocks: list[list[np.ndarray]] = [[] for _ in statistics]
+    for counts in resample_counts(n, resamples, rng):
+        for out, statistic in zip(blocks, statistics):
+            out.append(statistic(counts))
+    return [np.concatenate(b) for b in blocks]
+
+
+def _check_level(level: float) -> None:
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"confidence level must be between 0 and 1, got {level}")
+
+
+def _estimate(statistic: Statistic, n: int) -> float:
+    return float(statistic(np.ones((1, n)))[0])
+
+
+def bootstrap_interval(statistic: Statistic, n: int, *, resamples: int = DEFAULT_RESAMPLES,
+                       level: float = DEFAULT_LEVEL, seed: int = 0) -> Interval:
+    _check_level(level)
+    estimate = _estimate(statistic, n) if n else math.nan
+    if not math.isfinite(estimate):
+        return Interval(math.nan, math.nan, math.nan, level, resamples, resamples)
+    values = _resampled([statistic], n, resamples, seed)[0]
+    defined = values[np.isfinite(values)]
+    if not len(defined):
+        return Interval(estimate, math.nan, math.nan, level, resamples, resamples)
+    low, high = np.percentile(defined, [50 * (1 - level), 50 * (1 + level)])
+    return Interval(estimate, float(low), float(high), level, resamples,
+                    resamples - len(defined))
+
+
+def paired_bootstrap(statistic_a: Statistic, statistic_b: Statistic, n: int, *,
+                     resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
+                     seed: int = 0) -> PairedDifference:
+    """A minus B, both computed on the same n samples (same order) and the same resamples."""
+    _check_level(level)
+    a = _estimate(statistic_a, n) if n else math.nan
+    b = _estimate(statistic_b, n) if n else math.nan
+    low = high = p_value = math.nan
+    if math.isfinite(a) and math.isfinite(b):
+        values_a, values_b = _resampled([statistic_a, statistic_b], n, resamples, seed)
+        diff = values_a - values_b
+        diff = diff[np.isfinite(diff)]
+        if len(diff):
+            low, high = (float(v) for v in np.percentile(diff, [50 * (1 - level), 50 * (1 + level)]))
+            tail = min(np.mean(diff <= 0), np.mean(diff >= 0))
+            p_value = float(min(1.0, max(2 * tail, 1 / resamples)))
+    return PairedDifference(a, b, a - b, low, high, p_value, level, resamples, n)
+
+
+# ------------------------------------------------------------------------ per task
+
+def task_statistics(task: Task, samples: Sequence[Sample], predictions: Mapping[str, Prediction],
+                    model: ModelConvention) -> tuple[list[str], dict[str, Statistic]]:
+    """The resamplable headline metrics of one task, as Task.evaluate defines them: the ids of
+    the samples they are computed over (in order) and a statistic per metric name.
+
+    score        plcc, srcc over the scored samples (both sides oriented higher-is-better)
+    degradation  class_acc_mean, level_acc_mean over all samples (no answer counts as wrong)
+    comparison   accuracy over all samples
+    """
+    if task.kind == "score":
+        scored = [s for s in samples if (p := predictions.get(s.id)) and p.ok and p.score is not None
+                  and s.mos is not None]
+        pred = orient([predictions[s.id].score for s in scored], model.lower_better)
+        gt = orient([s.mos for s in scored], task.lower_better)
+        return [s.id for s in scored], {"plcc": pearson_statistic(pred, gt),
+                                        "srcc": spearman_statistic(pred, gt)}
+    answered = [p if (p := predictions.get(s.id)) and p.ok else None for s in samples]
+    ids = [s.id for s in samples]
+    if task.kind == "degradation":
+        right_class = [p is not None and p.distortion_class == s.distortion_class
+                       for s, p in zip(samples, answered)]
+        right_level = [ok and p.severity == s.severity
+                       for s, p, ok in zip(samples, answered, right_class)]
+        return ids, {
+            "class_acc_mean": accuracy_statistic(right_class, [s.distortion_class for s in samples]),
+            "level_acc_mean": accuracy_statistic(right_level, [
+                s.distortion_class if s.distortion_class in DISTORTIONS else None for s in samples])}
+    right = [p is not None and p.choice == s.choice for s, p in zip(samples, answered)]
+    return ids, {"accuracy": accuracy_statistic(right)}
+
+
+def task_intervals(task: Task, samples: Sequence[Sample], predictions: Mapping[str, Prediction],
+                   model: ModelConvention, *, resamples: int = DEFAULT_RESAMPLES,
+                   level: float = DEFAULT_LEVEL, seed: int = 0) -> dict[str, Interval]:
+    """Bootstrap intervals of a task's headline metrics; same arguments as Task.evaluate, so a
+    runner can add them to its metrics (`{name: interval.to_json()}`)."""
+    ids, statistics = task_statistics(task, samples, predictions, model)
+    return {name: bootstrap_interval(statistic, len(ids), resamples=resamples, level=level,
+                                     seed=seed)
+            for name, statistic in statistics.items()}
