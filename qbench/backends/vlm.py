@@ -289,26 +289,30 @@ class VLLMGenerator:
 
 # ------------------------------------------------------------------------------ level tokens
 
-def level_token_ids(tokenizer, words: Sequence[str]) -> list[int]:
-    """The token that starts each level word where it follows "... is": the word with a leading
-    space. The words must start with distinct tokens, or their probabilities would merge."""
+def level_token_ids(tokenizer, answer_prefix: str, words: Sequence[str]) -> list[int]:
+    """The token each level word starts with where it follows `answer_prefix` (" excellent"
+    after "... is"), found by tokenizing the prefix with and without the word, so that BPE and
+    SentencePiece vocabularies both give the token the model would emit next. The words must
+    start with distinct tokens, or their probabilities would merge."""
+    base = tokenizer(answer_prefix, add_special_tokens=False)["input_ids"]
     ids = []
     for word in words:
-        encoded = tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-        if not encoded:
-            raise ModelError(f"level word {word!r} encodes to no token")
-        ids.append(encoded[0])
+        extended = tokenizer(f"{answer_prefix} {word}", add_special_tokens=False)["input_ids"]
+        if extended[:len(base)] != base or len(extended) == len(base):
+            raise ModelError(f"level word {word!r} does not tokenize as a continuation of "
+                             f"{answer_prefix!r} in this tokenizer")
+        ids.append(extended[len(base)])
     if len(set(ids)) != len(ids):
         raise ModelError(f"level words {list(words)} do not start with distinct tokens {ids} "
                          "in this tokenizer")
     return ids
 
 
-def expected_level(logits, token_ids: Sequence[int], weights: Sequence[float]):
-    """Softmax over the level tokens' logits (rows: samples), dotted with the level weights."""
+def expected_level(level_logits, weights: Sequence[float]):
+    """Softmax over the level tokens' logits (rows: samples, columns: levels), dotted with the
+    level weights: (expected level, probabilities)."""
     import torch
-    chosen = logits[:, list(token_ids)].float()
-    probs = torch.softmax(chosen, dim=-1)
+    probs = torch.softmax(level_logits.float(), dim=-1)
     return probs @ torch.tensor(list(weights), dtype=probs.dtype, device=probs.device), probs
 
 
