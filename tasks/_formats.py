@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -125,7 +126,7 @@ def read_xlsx(path: Path, columns: Sequence[str], sheet: str | int = 0, header_r
         sheets = pd.ExcelFile(path, engine="openpyxl")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (ValueError, OSError, KeyError) as exc:  # openpyxl raises these on a non-XLSX file
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:  # what openpyxl raises on a non-XLSX file
         raise DataError(f"{path}: not a readable XLSX workbook: {str(exc).splitlines()[0]}") from None
     with sheets:
         if isinstance(sheet, str) and sheet not in sheets.sheet_names:

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-from qbench import DataError, Sample, Task, TaskData
+from qbench import DataError, DataNotFound, Sample, Task, TaskData
 
 from ._formats import ScoreRow, drop_note, find_meta, read_deqa, relative_id, rescale, usable_score
 
@@ -19,6 +19,18 @@ class ScoreTask(Task):
     deqa_key: ClassVar[str]                            # test_<key>_*.json
     native_files: ClassVar[tuple[str, ...]]            # any one marks the native release
     mos_range: ClassVar[tuple[float, float] | None] = None   # rows outside are dropped
+
+    def locate(self, data_root: Path | None, override: Path | None = None) -> Path:
+        """As Task.locate, and a DeQA meta of any size suffix (`test_koniq_*.json`) marks the
+        folder too."""
+        try:
+            return super().locate(data_root, override)
+        except DataNotFound:
+            places = [override] if override is not None else self.candidates(data_root)
+            found = next((p for p in places if find_meta(p, f"test_{self.deqa_key}_*.json")), None)
+            if found is None:
+                raise
+            return found
 
     def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
         """Every rated image of the release (all splits) and the file they came from."""

@@ -1,0 +1,183 @@
+"""`qbench data check`: what each task finds under the data root before a model is run: the
+files read, the sample count against the expected one, missing or unreadable images, duplicate
+images (same content) and train/test overlap where a train split exists (Q-Align's KADID files
+overlap by 1,844 images)."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from .images import ImageError, load_image
+from .task import DataError, Task
+
+SHOWN = 5  # ids listed per problem; the rest are counted
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    path: str
+    exists: bool
+    digest: str | None      # sha256 of the bytes, when they could be read
+    error: str | None       # why it cannot be read or decoded (decoding checked only when asked)
+
+
+@dataclass
+class TaskCheck:
+    task: str
+    split: str
+    folder: Path | None = None
+    error: str | None = None            # the task could not be located or its files read
+    source: str = ""
+    notes: list[str] = field(default_factory=list)
+    samples: int = 0
+    expected: int | None = None
+    images: int = 0
+    missing: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)
+    overlap: list[str] | None = None    # None: no train split to compare with
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.missing and not self.unreadable
+
+
+def inspect_file(path: str, decode: bool) -> FileCheck:
+    try:
+        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return FileCheck(path, False, None, "missing")
+    except OSError as exc:
+        return FileCheck(path, True, None, f"cannot read {path}: {exc.strerror or exc}")
+    if decode:
+        try:
+            load_image(path)
+        except ImageError as exc:
+            return FileCheck(path, True, digest, str(exc))
+    return FileCheck(path, True, digest, None)
+
+
+def inspect_files(paths: Iterable[str], decode: bool, workers: int) -> list[FileCheck]:
+    paths = list(dict.fromkeys(paths))
+    with ThreadPoolExecutor(max_workers=max(workers, 1)) as pool:
+        return list(pool.map(lambda p: inspect_file(p, decode), paths))
+
+
+def _shown(root: Path, path: str) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
+def check_task(task: Task, data_root: Path | None, override: Path | None = None,
+               split: str | None = None, decode: bool = True, workers: int = 4) -> TaskCheck:
+    split = split or task.default_split
+    check = TaskCheck(task.name, split, expected=task.expected_count.get(split))
+    try:
+        check.folder = task.locate(data_root, override)
+        data = task.load(check.folder, split)
+    except DataError as exc:
+        check.error = str(exc)
+        return check
+    check.source, check.notes, check.samples = data.source, data.notes, len(data.samples)
+    files = inspect_files((p for s in data.samples for p in s.images), decode, workers)
+    check.images = len(files)
+    check.missing = [_shown(check.folder, f.path) for f in files if not f.exists]
+    check.unreadable = [f"{_shown(check.folder, f.path)}: {f.error}" for f in files
+                        if f.exists and f.error]
+    by_digest: dict[str, list[str]] = {}
+    for f in files:
+        if f.digest:
+            by_digest.setdefault(f.digest, []).append(_shown(check.folder, f.path))
+    check.duplicates = [paths for paths in by_digest.values() if len(paths) > 1]
+    if "train" in task.splits and split != "train":
+        check.overlap = train_overlap(task, check.folder, files, workers)
+    return check
+
+
+def train_overlap(task: Task, folder: Path, files: list[FileCheck], workers: int) -> list[str] | None:
+    """Images of the checked split that the train split also holds, by path or by content;
+    None when the train split cannot be read."""
+    try:
+        train = task.load(folder, "train")
+    except DataError:
+        return None
+    train_files = inspect_files((p for s in train.samples for p in s.images), False, workers)
+    paths = {str(Path(f.path).resolve()) for f in train_files}
+    digests = {f.digest for f in train_files if f.digest}
+    return [_shown(folder, f.path) for f in files
+            if str(Path(f.path).resolve()) in paths or (f.digest and f.digest in digests)]
+
+
+def _listing(items: list[str]) -> str:
+    more = f", … (+{len(items) - SHOWN} more)" if len(items) > SHOWN else ""
+    return ", ".join(items[:SHOWN]) + more
+
+
+def format_check(check: TaskCheck) -> list[str]:
+    """The report of one task, a line per finding."""
+    if check.error:
+        return [f"{check.task}: NOT READY: {check.error}"]
+    expected = f" (expected {check.expected})" if check.expected is not None else ""
+    lines = [f"{check.task}: {'ok' if check.ok else 'PROBLEMS'}: {check.folder}",
+             f"  read: {check.source}",
+             f"  split {check.split}: {check.samples} samples{expected}, {check.images} image files"]
+    lines += [f"  note: {note}" for note in check.notes]
+    if check.missing:
+        lines.append(f"  missing images: {len(check.missing)}: {_listing(check.missing)}")
+    if check.unreadable:
+        lines.append(f"  unreadable images: {len(check.unreadable)}: {_listing(check.unreadable)}")
+    if check.duplicates:
+        groups = [" = ".join(g) for g in check.duplicates]
+        lines.append(f"  duplicate images (same content): {len(groups)} groups: {_listing(groups)}")
+    if check.overlap is not None:
+        lines.append(f"  train/{check.split} overlap: {len(check.overlap)} images"
+                     + (f": {_listing(check.overlap)}" if check.overlap else ""))
+    return lines
+
+
+def cmd_check(args: argparse.Namespace, console: Console) -> int:
+    from .cli import _key_values
+    from .registry import get_task
+    from .runner import expand_tasks
+    from .settings import user_settings
+    names = expand_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
+    settings = user_settings()   # flags override the environment and the config file, as in `run`
+    overrides = settings.data | {k: Path(v) for k, v in _key_values(args.data, "--data").items()}
+    data_root = args.data_root or settings.data_root
+    all_ok = True
+    for name in names:
+        task = get_task(name)
+        if args.split and args.split not in task.splits:
+            print(f"{name}: NOT READY: no split {args.split!r} (has: {', '.join(task.splits)})")
+            all_ok = False
+            continue
+        check = check_task(task, data_root, overrides.get(name), args.split,
+                           decode=not args.no_decode, workers=args.workers)
+        print("\n".join(format_check(check)))
+        all_ok &= check.ok
+    return 0 if all_ok else 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="inspect benchmark data")
+    verbs = data.add_subparsers(dest="data_command", required=True)
+    p = verbs.add_parser("check", help="per task: files, counts, missing/unreadable/duplicate "
+                         "images, train/test overlap")
+    p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all'")
+    p.add_argument("--data-root", type=Path, help="folder holding one sub-folder per task "
+                   "(default: $QBENCH_DATA_ROOT, else the config file's data_root)")
+    p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
+                   help="folder of one task, overriding --data-root (repeatable)")
+    p.add_argument("--split", help="split to check (default: each task's default)")
+    p.add_argument("--no-decode", action="store_true",
+                   help="only check that images exist and hash them; do not decode")
+    p.add_argument("--workers", type=int, default=4, help="threads reading images")
+    p.set_defaults(func=cmd_check)
