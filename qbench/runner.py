@@ -248,11 +248,19 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
                 if isinstance(data, str):
                     outcomes.append(TaskOutcome(task.name, skipped=data))
                     continue
+                fingerprint = mf.fingerprint_samples(data.samples)
+                before = manifest["tasks"].get(task.name, {}).get("data_fingerprint")
+                if before not in (None, fingerprint):
+                    outcomes.append(TaskOutcome(task.name, skipped=(
+                        f"its data changed since {run_dir} was started (samples or ground truth "
+                        "differ): finished predictions would not match; use --run-name or --output "
+                        "for a new run")))
+                    continue
                 manifest["tasks"][task.name] = {
                     "kind": task.kind, "split": config.split or task.default_split,
                     "source": data.source, "n": len(data.samples),
                     "n_selected": len(select(data.samples, config)),
-                    "data_fingerprint": mf.fingerprint_samples(data.samples)}
+                    "data_fingerprint": fingerprint}
                 mf.write_json(manifest_path, manifest)
                 started = time.perf_counter()
                 metrics = run_task(task, data, model, log, config, progress)

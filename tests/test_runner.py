@@ -190,3 +190,13 @@ def test_resume_after_kill_finishes_only_the_rest(tmp_path):
     (uninterrupted,) = [json.loads(p.read_text())["toy"] for p in (tmp_path / "straight").glob("*/metrics.json")]
     for key in ("n", "n_ok", "srcc", "plcc", "plcc_logistic", "krcc"):
         assert resumed[key] == pytest.approx(uninterrupted[key])
+
+
+def test_changed_data_is_not_mixed_into_a_finished_run(tmp_path):
+    make_toy_data(tmp_path / "data" / "toy", n=10)
+    first = run(toy_config(tmp_path))
+    labels = tmp_path / "data" / "toy" / "labels.csv"
+    labels.write_text(labels.read_text().replace("img000.png,", "img000.png,9"))
+    again = run(toy_config(tmp_path))
+    assert again.run_dir == first.run_dir and not again.ran
+    assert "data changed" in again.outcomes[0].skipped
