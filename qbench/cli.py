@@ -18,7 +18,8 @@ from .task import DataError, default_data_root
 USER_ERRORS = (DataError, ModelError, RegistryError, ImageError, ValueError, FileNotFoundError)
 # Modules that add their own verbs: each defines add_parser(subparsers), whose parser sets
 # `func(args, console) -> exit code`. Heavy imports stay inside those functions.
-VERB_MODULES: tuple[str, ...] = ("qbench.datacheck", "qbench.trainer.cli")
+VERB_MODULES: tuple[str, ...] = ("qbench.datacheck", "qbench.trainer.cli", "qbench.compare",
+                                 "qbench.report")
 
 
 def _key_values(pairs: list[str], flag: str) -> dict[str, str]:

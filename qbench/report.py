@@ -1,0 +1,476 @@
+"""`qbench report RUN...`: one self-contained HTML page (plots embedded as base64 PNG) and a
+markdown twin (plots as PNG files beside it) for one or more run folders:
+
+- the leaderboard: every run × task with bootstrap confidence intervals, beside the published
+  figures for the same tasks (baselines/published.csv);
+- parse-failure rates per run and task;
+- per task and run: prediction vs MOS with the fitted 4-parameter logistic (score tasks), or the
+  confusion matrix (degradation and comparison tasks);
+- a few transcripts per task and run: the best and worst answered sample and a failed parse.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import html
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from scipy import stats
+
+from . import metrics
+from .compare import RunRecord, add_bootstrap_options, load_run
+from .protocol import CHOICES, CLASS_DISPLAY, CLASSES
+from .records import Prediction, Sample
+from .registry import get_task
+from .results import METRIC_ORDER, flatten
+from .task import Task
+from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval, task_intervals
+
+TEXT_LIMIT = 1500   # characters of a transcript shown; the rest is summarised
+CI_TOLERANCE = 1e-9  # a CI is shown only where its estimate is the metric the task reported
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str      # file name of the PNG (markdown) and a stable id
+    png: bytes
+    caption: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    label: str     # "best", "worst", "failed parse"
+    sample_id: str
+    truth: str
+    answer: str
+    text: str | None
+    error: str | None = None
+
+
+@dataclass
+class Section:
+    """One task of one run."""
+
+    task: str
+    run: str
+    figure: Figure | None
+    transcripts: list[Transcript]
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    published: list[bool] = field(default_factory=list)   # row is a published figure
+
+
+@dataclass
+class Report:
+    title: str
+    runs: list[str]
+    leaderboard: Table
+    failures: Table
+    sections: list[Section]
+    notes: list[str]
+    settings: str
+
+
+# ------------------------------------------------------------------------ numbers and tables
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def with_interval(value: float, interval: Interval | None) -> str:
+    if interval is None or not math.isfinite(interval.low):
+        return _fmt(value)
+    return f"{value:.4f} [{interval.low:.3f}, {interval.high:.3f}]"
+
+
+def run_intervals(run: RunRecord, task: Task, *, resamples: int, level: float, seed: int,
+                  notes: list[str]) -> dict[str, Interval]:
+    """Bootstrap intervals of the task's headline metrics, kept only where the bootstrap's own
+    estimate is the value the run reported (a task that scores a metric its own way gets none)."""
+    reported = run.metrics.get(task.name, {})
+    intervals = task_intervals(task, run.samples(task.name), run.predictions(task.name),
+                               run.convention, resamples=resamples, level=level, seed=seed)
+    kept = {}
+    for name, interval in intervals.items():
+        value = reported.get(name)
+        if isinstance(value, (int, float)) and abs(value - interval.estimate) <= CI_TOLERANCE:
+            kept[name] = interval
+        elif value is not None:
+            notes.append(f"{run.run_id} {task.name}: no CI for {name} (the task reports "
+                         f"{_fmt(value)}, the bootstrap estimate is {_fmt(interval.estimate)})")
+    return kept
+
+
+def leaderboard_table(runs: Sequence[RunRecord], intervals: dict[tuple[str, str], dict[str, Interval]],
+                      published: list[dict[str, Any]]) -> Table:
+    """Measured rows (with CIs) then published rows for the same tasks; only the metric columns
+    that have a value somewhere."""
+    records: list[tuple[dict[str, Any], dict[str, Interval], bool]] = []
+    for run in runs:
+        for task in run.tasks():
+            flat = flatten(run.metrics[task])
+            records.append(({"model": run.model, "run / reference": run.run_id, "task": task,
+                             "n": flat.get("n"), "parsed": flat.get("parsed_fraction"), **flat},
+                            intervals.get((run.run_id, task), {}), False))
+    for row in published:
+        protocol = f"{row['reference']}; trained on {row['training_set']}"
+        if row.get("plcc_convention"):
+            protocol += f"; PLCC {row['plcc_convention']}"
+        records.append(({**row, "run / reference": protocol}, {}, True))
+    metric_columns = [m for m in METRIC_ORDER
+                      if any(isinstance(r.get(m), (int, float)) and not _missing(r.get(m))
+                             for r, _, _ in records)]
+    columns = ["model", "run / reference", "task", "n", "parsed"] + metric_columns
+    rows = [[with_interval(r[c], cis.get(c)) if c in metric_columns and not _missing(r.get(c))
+             else _fmt(r.get(c)) for c in columns] for r, cis, _ in records]
+    return Table(columns, rows, [p for _, _, p in records])
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def failures_table(runs: Sequence[RunRecord]) -> Table:
+    statuses = sorted({s for run in runs for t in run.tasks()
+                       for s in (run.metrics[t].get("failure_counts") or {})})
+    columns = ["model", "run", "task", "n", "answered", "parse-failure rate", *statuses]
+    rows = []
+    for run in runs:
+        for task in run.tasks():
+            m = run.metrics[task]
+            counts = m.get("failure_counts") or {}
+            unparsed = counts.get("unparsed", 0)
+            rows.append([run.model, run.run_id, task, _fmt(m.get("n")), _fmt(m.get("n_ok")),
+                         f"{unparsed / m['n']:.2%}" if m.get("n") else "",
+                         *[str(counts.get(s, 0)) for s in statuses]])
+    return Table(columns, rows)
+
+
+# ------------------------------------------------------------------------ plots
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _figure_name(*parts: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", "--".join(parts)) + ".png"
+
+
+def scatter_figure(run: RunRecord, task: Task) -> Figure | None:
+    """Model score against MOS, both as published, with the logistic the metrics fit (fitted on
+    oriented values, drawn back in the plotted units)."""
+    import matplotlib.pyplot as plt
+    answers = run.predictions(task.name)
+    scored = [s for s in run.samples(task.name) if answers[s.id].ok
+              and answers[s.id].score is not None and s.mos is not None]
+    if len(scored) < 3:
+        return None
+    x = np.array([answers[s.id].score for s in scored], float)
+    y = np.array([s.mos for s in scored], float)
+    sign_x = -1.0 if run.convention.lower_better else 1.0
+    sign_y = -1.0 if task.lower_better else 1.0
+    fig, ax = plt.subplots(figsize=(5.2, 3.9))
+    ax.scatter(x, y, s=10, alpha=0.5, color="#3b6ea8", edgecolors="none", label="samples")
+    params = metrics.fit_logistic(sign_x * x, sign_y * y)
+    if params is not None:
+        grid = np.linspace(x.min(), x.max(), 200)
+        ax.plot(grid, sign_y * metrics.logistic4(sign_x * grid, *params), color="#c0392b",
+                linewidth=2, label="4-parameter logistic fit")
+    ax.set_xlabel(f"{run.model} score" + (" (lower is better)" if run.convention.lower_better else ""))
+    ax.set_ylabel("MOS" + (" (lower is better)" if task.lower_better else ""))
+    srcc = metrics.srcc(sign_x * x, sign_y * y)
+    ax.set_title(f"{task.name}: SRCC {_fmt(srcc, 3)}, n = {len(scored)}", fontsize=10)
+    ax.legend(loc="best", fontsize=8)
+    ax.grid(alpha=0.3)
+    caption = (f"{task.name} / {run.label}: prediction vs MOS, {len(scored)} scored samples"
+               + ("" if params is not None else " (the logistic fit did not converge)"))
+    return Figure(_figure_name(task.name, run.run_id, "scatter"), _png(fig), caption)
+
+
+def confusion_figure(run: RunRecord, task: Task) -> Figure | None:
+    """Counts of true (rows) against predicted (columns) labels; a failure is its own column."""
+    import matplotlib.pyplot as plt
+    samples, answers = run.samples(task.name), run.predictions(task.name)
+    if not samples:
+        return None
+    if task.kind == "degradation":
+        labels, names = list(CLASSES), [CLASS_DISPLAY[c] for c in CLASSES]
+        truth = [s.distortion_class for s in samples]
+        said = [answers[s.id].distortion_class if answers[s.id].ok else "failed" for s in samples]
+    else:
+        labels, names = list(CHOICES), list(CHOICES)
+        truth = [s.choice for s in samples]
+        said = [answers[s.id].choice if answers[s.id].ok else "failed" for s in samples]
+    matrix = np.array(metrics.confusion(truth, said, labels + ["failed"]))[:len(labels)]
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=9,
+                color="white" if count / totals[i, 0] > 0.6 else "black")
+    ax.set_xticks(range(len(names) + 1), names + ["failed"], rotation=30)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{task.name}: {len(samples)} samples", fontsize=10)
+    caption = f"{task.name} / {run.label}: confusion matrix (colour: share of the true row)"
+    return Figure(_figure_name(task.name, run.run_id, "confusion"), _png(fig), caption)
+
+
+# ------------------------------------------------------------------------ transcripts
+
+def _answer_text(p: Prediction, kind: str) -> str:
+    if not p.ok:
+        return f"({p.status})"
+    if kind == "score":
+        return _fmt(p.score)
+    if kind == "degradation":
+        return f"{p.distortion_class} / {p.severity}"
+    return str(p.choice)
+
+
+def _truth_text(s: Sample, kind: str) -> str:
+    if kind == "score":
+        return f"MOS {_fmt(s.mos)}" + (f" (norm {_fmt(s.mos_norm, 2)})" if s.mos_norm is not None else "")
+    if kind == "degradation":
+        return f"{s.distortion_class} / {s.severity}"
+    return str(s.choice)
+
+
+def _transcript(label: str, s: Sample, p: Prediction, kind: str) -> Transcript:
+    return Transcript(label, s.id, _truth_text(s, kind), _answer_text(p, kind), p.text, p.error)
+
+
+def _with_text_first(candidates: list[Sample], answers: dict[str, Prediction]) -> list[Sample]:
+    """Samples whose answer carries model text first (a transcript is the point)."""
+    return sorted(candidates, key=lambda s: not answers[s.id].text)
+
+
+def pick_transcripts(run: RunRecord, task: Task) -> list[Transcript]:
+    """Best and worst answered sample, and one failed answer (unparsed first). Score tasks rank
+    by how far a sample's prediction rank is from its MOS rank; classification by right/wrong."""
+    samples, answers = run.samples(task.name), run.predictions(task.name)
+    ok = [s for s in samples if answers[s.id].ok]
+    chosen: list[tuple[str, Sample]] = []
+    if task.kind == "score":
+        scored = [s for s in ok if answers[s.id].score is not None and s.mos is not None]
+        if len(scored) >= 2:
+            pred = metrics.orient([answers[s.id].score for s in scored], run.convention.lower_better)
+            gt = metrics.orient([s.mos for s in scored], task.lower_better)
+            gap = np.abs(stats.rankdata(pred) - stats.rankdata(gt))
+            chosen += [("best", scored[int(np.argmin(gap))]), ("worst", scored[int(np.argmax(gap))])]
+    else:
+        def right(s: Sample) -> bool:
+            p = answers[s.id]
+            if task.kind == "degradation":
+                return p.distortion_class == s.distortion_class and p.severity == s.severity
+            return p.choice == s.choice
+        good = _with_text_first([s for s in ok if right(s)], answers)
+        bad = _with_text_first([s for s in ok if not right(s)], answers)
+        chosen += [("best", good[0])] if good else []
+        chosen += [("worst", bad[0])] if bad else []
+    failed = sorted((s for s in samples if not answers[s.id].ok),
+                    key=lambda s: (answers[s.id].status != "unparsed", not answers[s.id].text))
+    if failed:
+        chosen.append(("failed parse" if answers[failed[0].id].status == "unparsed"
+                       else f"failed ({answers[failed[0].id].status})", failed[0]))
+    return [_transcript(label, s, answers[s.id], task.kind) for label, s in chosen]
+
+
+# ------------------------------------------------------------------------ assembling
+
+def build_report(runs: Sequence[RunRecord], *, published: list[dict[str, Any]] | None = None,
+                 resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
+                 seed: int = 0) -> Report:
+    """Everything the report shows, computed once; renderers only format it."""
+    notes = [n for run in runs for n in run.notes]
+    intervals: dict[tuple[str, str], dict[str, Interval]] = {}
+    sections = []
+    task_order = list(dict.fromkeys(t for run in runs for t in run.tasks()))
+    for name in task_order:
+        task = get_task(name)
+        for run in runs:
+            if name not in run.tasks():
+                continue
+            intervals[(run.run_id, name)] = run_intervals(run, task, resamples=resamples,
+                                                          level=level, seed=seed, notes=notes)
+            figure = scatter_figure(run, task) if task.kind == "score" else confusion_figure(run, task)
+            sections.append(Section(name, run.label, figure, pick_transcripts(run, task)))
+    return Report(
+        title="qbench report", runs=[run.label for run in runs],
+        leaderboard=leaderboard_table(runs, intervals, published or []),
+        failures=failures_table(runs), sections=sections, notes=notes,
+        settings=f"{level:.0%} percentile bootstrap intervals, {resamples} resamples, seed {seed}")
+
+
+# ------------------------------------------------------------------------ HTML
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th{background:#eef2f7}
+tr.published td{font-style:italic;color:#555;background:#fafafa}
+.figures{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0;border:1px solid #ddd;padding:.5em}
+figcaption{font-size:12px;color:#555;max-width:520px}
+pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:12px;max-height:24em;overflow:auto}
+details{margin:.4em 0}
+.note{color:#8a5a00}
+"""
+
+
+def html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
+    body = []
+    for i, row in enumerate(table.rows):
+        css = ' class="published"' if i < len(table.published) and table.published[i] else ""
+        body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _clip(text: str) -> str:
+    if len(text) <= TEXT_LIMIT:
+        return text
+    return f"{text[:TEXT_LIMIT]}\n… ({len(text) - TEXT_LIMIT} more characters)"
+
+
+def _transcript_body(t: Transcript) -> str:
+    return _clip(t.text) if t.text else "(the model returned no text: it answers without reasoning)"
+
+
+def render_html(report: Report) -> str:
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+             f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{html.escape(report.title)}</h1>",
+             f"<p>Runs: {html.escape('; '.join(report.runs))}. Generated "
+             f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. "
+             f"{html.escape(report.settings)}; published rows in italics.</p>",
+             "<h2>Leaderboard</h2>", html_table(report.leaderboard),
+             "<h2>Parse failures</h2>", html_table(report.failures)]
+    if report.notes:
+        parts.append("<ul>" + "".join(f'<li class="note">{html.escape(n)}</li>'
+                                      for n in report.notes) + "</ul>")
+    parts.append("<h2>Tasks</h2>")
+    for task in dict.fromkeys(s.task for s in report.sections):
+        parts.append(f"<h3>{html.escape(task)}</h3><div class=\"figures\">")
+        mine = [s for s in report.sections if s.task == task]
+        for section in mine:
+            if section.figure is not None:
+                data = base64.b64encode(section.figure.png).decode("ascii")
+                parts.append(f'<figure><img src="data:image/png;base64,{data}" '
+                             f'alt="{html.escape(section.figure.caption)}">'
+                             f"<figcaption>{html.escape(section.figure.caption)}</figcaption></figure>")
+        parts.append("</div>")
+        for section in mine:
+            if not section.transcripts:
+                continue
+            parts.append(f"<h4>Transcripts: {html.escape(section.run)}</h4>")
+            for t in section.transcripts:
+                error = f"; error: {html.escape(t.error)}" if t.error else ""
+                parts.append(f"<details open><summary><b>{html.escape(t.label)}</b> "
+                             f"{html.escape(t.sample_id)}: truth {html.escape(t.truth)}, answer "
+                             f"{html.escape(t.answer)}{error}</summary>"
+                             f"<pre>{html.escape(_transcript_body(t))}</pre></details>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------ markdown
+
+def markdown_table(table: Table) -> str:
+    from tabulate import tabulate
+    rows = [[f"*{v}*" if v and i < len(table.published) and table.published[i] else v
+             for v in row] for i, row in enumerate(table.rows)]
+    return tabulate(rows, headers=table.columns, tablefmt="github", disable_numparse=True)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in the text."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def render_markdown(report: Report, figure_dir: str) -> str:
+    lines = [f"# {report.title}", "", f"Runs: {'; '.join(report.runs)}.", "",
+             f"{report.settings}; published rows in italics.", "", "## Leaderboard", "",
+             markdown_table(report.leaderboard), "", "## Parse failures", "",
+             markdown_table(report.failures), ""]
+    lines += [f"- {n}" for n in report.notes] + ([""] if report.notes else [])
+    lines += ["## Tasks", ""]
+    for task in dict.fromkeys(s.task for s in report.sections):
+        lines += [f"### {task}", ""]
+        for section in (s for s in report.sections if s.task == task):
+            if section.figure is not None:
+                lines += [f"![{section.figure.caption}]({figure_dir}/{section.figure.name})", ""]
+            for t in section.transcripts:
+                body = _transcript_body(t)
+                fence = _fence(body)
+                error = f"; error: {t.error}" if t.error else ""
+                lines += [f"**{t.label}** ({section.run}) `{t.sample_id}`: truth {t.truth}, "
+                          f"answer {t.answer}{error}", "", fence, body, fence, ""]
+    return "\n".join(lines)
+
+
+def write_report(report: Report, output: Path) -> tuple[Path, Path]:
+    """report.html (self-contained) and report.md with its PNGs in figures/."""
+    figures = output / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for section in report.sections:
+        if section.figure is not None:
+            (figures / section.figure.name).write_bytes(section.figure.png)
+    html_path, md_path = output / "report.html", output / "report.md"
+    html_path.write_text(render_html(report), encoding="utf-8")
+    md_path.write_text(render_markdown(report, figures.name), encoding="utf-8")
+    return html_path, md_path
+
+
+# ------------------------------------------------------------------------ command
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on a server
+    runs = [load_run(path) for path in args.runs]
+    if len({r.run_id for r in runs}) != len(runs):
+        raise ValueError("the same run was given twice")
+    published: list[dict[str, Any]] = []
+    if args.published:
+        from qbench.baselines.published import leaderboard_rows, load_published
+        tasks = {t for run in runs for t in run.tasks()}
+        published = leaderboard_rows(load_published(), tasks).to_dict("records")
+    report = build_report(runs, published=published, resamples=args.resamples, level=args.level,
+                          seed=args.seed)
+    html_path, md_path = write_report(report, args.output or runs[0].path / "report")
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]")
+    console.print(f"wrote {html_path}\nwrote {md_path}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("report", help="HTML + markdown report of one or more runs")
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
+    p.add_argument("--output", type=Path, help="report folder (default: RUN/report of the first run)")
+    p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
+                   help="add the published figures for the same tasks (default: yes)")
+    add_bootstrap_options(p)
+    p.set_defaults(func=cmd_report)
