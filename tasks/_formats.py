@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,15 +37,23 @@ class ScoreRow:
 
 # ------------------------------------------------------------------------------ paths
 
+def check_inside(root: Path, path: Path, source: Path, given: str | None = None) -> Path:
+    """`path`, refused (DataError) when it leads outside `root`: a meta file must not make
+    qbench read files elsewhere on the machine. Lexical, so that symlinked image folders stay
+    usable."""
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        raise DataError(f"{source}: image path {given or str(path)!r} leads outside the data root "
+                        f"{root}; refused")
+    return path
+
+
 def safe_path(root: Path, relative: str, source: Path) -> Path:
-    """`root / relative`, refused (DataError) when it leads outside `root`: a meta file must not
-    make qbench read files elsewhere on the machine."""
+    """`root / relative` for a path read from a meta file, refused when absolute or escaping."""
     text = str(relative).replace("\\", "/")
-    candidate = Path(text)
-    resolved = (root / candidate).resolve()
-    if candidate.is_absolute() or not resolved.is_relative_to(root.resolve()):
+    if PurePosixPath(text).is_absolute():
         raise DataError(f"{source}: image path {relative!r} leads outside the data root {root}; refused")
-    return root / PurePosixPath(text)
+    return check_inside(root, root / PurePosixPath(text), source, relative)
 
 
 def relative_id(path: Path, root: Path) -> str:
@@ -126,7 +135,8 @@ def read_xlsx(path: Path, columns: Sequence[str], sheet: str | int = 0, header_r
         sheets = pd.ExcelFile(path, engine="openpyxl")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:  # what openpyxl raises on a non-XLSX file
+    # what openpyxl raises on a file that is not an XLSX workbook
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable XLSX workbook: {str(exc).splitlines()[0]}") from None
     with sheets:
         if isinstance(sheet, str) and sheet not in sheets.sheet_names:
@@ -212,11 +222,12 @@ def read_deqa(folder: Path, meta: Path, declared_lower_better: bool) -> DeqaRows
         path = safe_path(deqa_base(folder, image), image, meta)
         rows.append(ScoreRow(path, score, meta={"deqa_id": record.get("id")}))
         norms.append(norm)
-    lower_better, notes = declared_lower_better, drop_note(bad, "records without a usable image/gt_score/gt_score_norm", meta)
+    lower_better = declared_lower_better
+    notes = drop_note(bad, "records without a usable image/gt_score/gt_score_norm", meta)
     paired = [(r.mos, n) for r, n in zip(rows, norms) if n is not None]
     if len(paired) >= 3 and np.ptp([p[0] for p in paired]) > 0:
-        rho = stats.spearmanr(*zip(*paired))[0]
-        lower_better = bool(rho < 0)
+        rho = float(stats.spearmanr(*zip(*paired))[0])
+        lower_better = bool(rho < 0) if math.isfinite(rho) else declared_lower_better
         if lower_better != declared_lower_better:
             notes.append(f"{meta.name}: gt_score is {'lower' if lower_better else 'higher'}-is-better "
                          f"in this file (read off gt_score_norm); metrics use that direction")

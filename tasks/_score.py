@@ -9,7 +9,16 @@ from typing import ClassVar
 
 from qbench import DataError, DataNotFound, Sample, Task, TaskData
 
-from ._formats import ScoreRow, drop_note, find_meta, read_deqa, relative_id, rescale, usable_score
+from ._formats import (
+    ScoreRow,
+    check_inside,
+    drop_note,
+    find_meta,
+    read_deqa,
+    relative_id,
+    rescale,
+    usable_score,
+)
 
 
 class ScoreTask(Task):
@@ -48,6 +57,8 @@ class ScoreTask(Task):
 
     def load_native(self, folder: Path, split: str) -> TaskData:
         rows, source = self.read_native(folder)
+        for row in rows:
+            check_inside(folder, row.image, source)
         scores = [usable_score(r.mos, self.mos_range) for r in rows]
         valid = [replace(r, mos=score) for r, score in zip(rows, scores) if score is not None]
         if not valid:

@@ -14,7 +14,6 @@ from qbench.protocol import canonical_class, canonical_level
 
 from ._formats import drop_note, read_json_records, safe_path
 
-
 META_FORMS = ("{split}.json", "{split}.jsonl", "metas/{split}")  # tried in this order
 
 

@@ -33,6 +33,7 @@ class KonIQ(ScoreTask):
         path = folder / (SETS_CSV if has_sets else SCORES_CSV)
         frame = read_csv(path, ["image_name", "MOS"] + (["set"] if has_sets else []))
         images = next((folder / f for f in IMAGE_FOLDERS if (folder / f).is_dir()), folder / IMAGE_FOLDERS[0])
-        sets = frame["set"].astype(str).str.strip().str.lower().map(SET_WORDS) if has_sets else [None] * len(frame)
+        sets = (frame["set"].astype(str).str.strip().str.lower().map(SET_WORDS) if has_sets
+                else [None] * len(frame))
         return [ScoreRow(images / str(name).strip(), mos, None if split != split else split)
                 for name, mos, split in zip(frame["image_name"], frame["MOS"], sets)], path

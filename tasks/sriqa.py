@@ -25,7 +25,7 @@ from qbench import DataError, Prediction, Sample, Task, TaskData, register_task
 from qbench.metrics import orient, pair_order, pairwise_accuracy
 from qbench.task import ModelConvention
 
-from ._formats import drop_note, index_images, read_name_scores, relative_id, rescale
+from ._formats import check_inside, drop_note, index_images, read_name_scores, relative_id, rescale
 
 # metric name -> MOS folder. The first is the full set that ground truth is taken from.
 SUBSETS = {"acc": "MOS", "reg_acc": "MOS_Reg", "gen_acc": "MOS_Gen"}
@@ -48,8 +48,10 @@ class Bench:
             return found
         match = SR_NAME.fullmatch(name)
         if match:
-            return self.folder / "images" / match.group(2) / name
-        return self.folder / ("LRImages" if name.lower().endswith("_original.png") else "images") / name
+            path = self.folder / "images" / match.group(2) / name
+        else:
+            path = self.folder / ("LRImages" if name.lower().endswith("_original.png") else "images") / name
+        return check_inside(self.folder, path, self.folder / "MOS*", name)
 
     def reference(self, group: str) -> Path:
         return self.image(f"{group}_Original.png")
@@ -175,7 +177,8 @@ class SRIQACompare(_SRIQA):
             truth[s.meta["pair"]] = s.meta["truth_by_subset"]
             p = predictions.get(s.id)
             if p is not None and p.ok and p.choice is not None:
-                votes.setdefault(s.meta["pair"], {})[s.meta["order"]] = VOTES.get((s.meta["order"], p.choice), 0)
+                vote = VOTES.get((s.meta["order"], p.choice), 0)
+                votes.setdefault(s.meta["pair"], {})[s.meta["order"]] = vote
         verdict = {pair: pair_order(sum(v.values()), 0) for pair, v in votes.items()}
         for key, subset in SUBSETS.items():
             rated = [pair for pair, t in truth.items() if subset in t]

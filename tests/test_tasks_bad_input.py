@@ -71,14 +71,16 @@ def test_malformed_csv_is_one_line(tmp_path):
 
 def test_wrong_sheet_names_the_sheets_found(tmp_path):
     build_csiq(tmp_path, sheet_name="dmos")
-    with pytest.raises(DataError, match=r"csiq\.DMOS\.xlsx: no sheet 'all_by_image'; sheets found: notes, dmos"):
+    with pytest.raises(DataError,
+                       match=r"csiq\.DMOS\.xlsx: no sheet 'all_by_image'; sheets found: notes, dmos"):
         get_task("csiq").load(tmp_path / "csiq", "test")
 
 
 def test_wrong_header_row_names_the_columns_found(tmp_path):
     build_csiq(tmp_path, header_row=1)   # header on row 1, not row 4
     with pytest.raises(DataError, match=r"csiq\.DMOS\.xlsx \(sheet 'all_by_image', header row 4\): "
-                                        r"missing column\(s\) image, dst_type, dst_lev, dmos; columns found: "):
+                                        r"missing column\(s\) image, dst_type, dst_lev, dmos; "
+                                        r"columns found: "):
         get_task("csiq").load(tmp_path / "csiq", "test")
 
 
@@ -108,7 +110,8 @@ def test_corrupt_mat_and_missing_variable(tmp_path):
     build_livew(tmp_path)
     data = tmp_path / "livew" / "Data"
     scipy.io.savemat(data / "AllMOS_release.mat", {"mos": np.arange(3.0)})
-    with pytest.raises(DataError, match=r"AllMOS_release\.mat: no variable 'AllMOS_release'; variables found: mos"):
+    with pytest.raises(DataError,
+                       match=r"AllMOS_release\.mat: no variable 'AllMOS_release'; variables found: mos"):
         get_task("livew").load(tmp_path / "livew", "test")
     (data / "AllImages_release.mat").write_bytes(b"garbage")
     with pytest.raises(DataError, match=r"AllImages_release\.mat: not a readable MAT file"):
@@ -136,10 +139,11 @@ def test_pipal_label_line_without_score_and_empty_label_folder(tmp_path):
 
 def test_pipal_non_numeric_score_is_dropped_and_counted(tmp_path):
     build_pipal(tmp_path)
-    (tmp_path / "PIPAL" / "Train_Label" / "A0003.txt").write_text("A0003_00_00.bmp,n/a\nA0003_00_01.bmp,1400\n")
+    labels = tmp_path / "PIPAL" / "Train_Label"
+    (labels / "A0003.txt").write_text("A0003_00_00.bmp,n/a\nA0003_00_01.bmp,1400\n")
     data = get_task("pipal").load(tmp_path / "PIPAL", "all")
     assert len(data.samples) == 17
-    assert data.notes == [f"dropped 1 rows with a missing or non-finite score in {tmp_path / 'PIPAL' / 'Train_Label'}"]
+    assert data.notes == [f"dropped 1 rows with a missing or non-finite score in {labels}"]
 
 
 @pytest.mark.parametrize("image", ["../elsewhere/x.png", "/tmp/x.png", "KONIQ/../../x.png"])
@@ -187,3 +191,30 @@ def test_missing_and_corrupt_images_are_counted_and_listed_by_id(tmp_path):
     saved = json.loads((result.run_dir / "metrics.json").read_text())["koniq"]
     assert sorted(saved["failures"]["image_error"]) == [missing, corrupt]
     assert metrics["srcc"] is not None   # the run went on with the readable images
+
+
+def test_native_table_names_leaving_the_folder_are_refused(tmp_path):
+    build_koniq(tmp_path)
+    csv = tmp_path / "koniq" / "koniq10k_distributions_sets.csv"
+    csv.write_text(csv.read_text().replace("1003.jpg", "../../1003.jpg"))
+    with pytest.raises(DataError, match=r"koniq10k_distributions_sets\.csv: image path .*1003\.jpg' "
+                                        r"leads outside the data root"):
+        get_task("koniq").load(tmp_path / "koniq", "test")
+
+
+def test_sriqa_score_file_names_leaving_the_folder_are_refused(tmp_path):
+    (tmp_path / "MOS").mkdir()
+    (tmp_path / "MOS" / "x1.txt").write_text("../../secret.png,50\nx1_SwinIRx4.png,40\n")
+    with pytest.raises(DataError, match=r"image path '\.\./\.\./secret\.png' leads outside"):
+        get_task("sriqa").load(tmp_path, "test")
+
+
+def test_symlinked_image_folder_inside_the_layout_is_accepted(tmp_path):
+    truth = build_deqa(tmp_path / "elsewhere", "KONIQ", "test_koniq_2k.json", n=4)
+    root = tmp_path / "root"
+    (root / "KONIQ").mkdir(parents=True)
+    (root / "KONIQ" / "metas").symlink_to(tmp_path / "elsewhere" / "KONIQ" / "metas")
+    (root / "KONIQ" / "images").symlink_to(tmp_path / "elsewhere" / "KONIQ" / "images")
+    samples = get_task("koniq").load(root / "KONIQ", "test").samples
+    assert sorted(s.id for s in samples) == sorted(truth)
+    assert all(Path(s.images[0]).is_file() for s in samples)

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from qbench.tasks.synthetic import generate
 
 from qbench import DataError
 from qbench.registry import get_task
 from qbench.runner import RunConfig, run
-from qbench.tasks.synthetic import generate
 
 CLASS_WORDS = ("noise", "blur", "JPEG", "compression", "darken")   # JPEG and compression: one class
 CANONICAL = {"noise": "noise", "blur": "blur", "JPEG": "jpeg", "compression": "jpeg", "darken": "darken"}
@@ -96,7 +96,8 @@ def test_unusable_records_and_lines_are_dropped_and_counted(tmp_path):
     assert len(data.samples) == 7
     meta = tmp_path / "test.jsonl"
     assert data.notes == [f"dropped 1 entries that are not JSON in {meta}",
-                          f"dropped 3 meta records without a valid img_lq/distortion_class/severity in {meta}"]
+                          f"dropped 3 meta records without a valid img_lq/distortion_class/severity "
+                          f"in {meta}"]
 
 
 @pytest.mark.parametrize("image", ["../outside.png", "/etc/passwd", "lq/../../outside.png"])

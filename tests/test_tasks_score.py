@@ -308,3 +308,13 @@ def test_deqa_dmos_already_flipped_is_read_as_higher_better(tmp_path):
     assert_matches_scipy(metrics, {k: v[0] for k, v in truth.items()}, pred, lower_better=False)
     assert metrics["srcc"] > 0.5
     assert any("higher-is-better in this file" in note for note in metrics["notes"])
+
+
+def test_meta_without_gt_score_norm_is_rescaled_over_the_file(tmp_path):
+    records = [{"image": f"SPAQ/images/{i}.png", "gt_score": value}
+               for i, value in enumerate((20.0, 60.0, 40.0, 100.0))]
+    (tmp_path / "SPAQ" / "metas").mkdir(parents=True)
+    (tmp_path / "SPAQ" / "metas" / "test_spaq_2k.json").write_text(json.dumps(records))
+    data = get_task("spaq").load(tmp_path / "SPAQ", "test")
+    assert [s.mos_norm for s in data.samples] == pytest.approx([1.0, 3.0, 2.0, 5.0])
+    assert any("rescaled over this file's min/max" in note for note in data.notes)
