@@ -39,7 +39,7 @@ class TaskCheck:
     expected: int | None = None
     images: int = 0
     missing: list[str] = field(default_factory=list)
-    unreadable: list[str] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)   # the reasons, each naming its file
     duplicates: list[list[str]] = field(default_factory=list)
     overlap: list[str] | None = None    # None: no train split to compare with
 
@@ -90,8 +90,7 @@ def check_task(task: Task, data_root: Path | None, override: Path | None = None,
     files = inspect_files((p for s in data.samples for p in s.images), decode, workers)
     check.images = len(files)
     check.missing = [_shown(check.folder, f.path) for f in files if not f.exists]
-    check.unreadable = [f"{_shown(check.folder, f.path)}: {f.error}" for f in files
-                        if f.exists and f.error]
+    check.unreadable = [f.error for f in files if f.exists and f.error]   # each names its file
     by_digest: dict[str, list[str]] = {}
     for f in files:
         if f.digest:

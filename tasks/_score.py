@@ -51,8 +51,10 @@ class ScoreTask(Task):
         if meta is not None:
             return self.load_deqa(folder, meta, split)
         if not any((folder / f).exists() for f in self.native_files):
-            raise DataError(f"{self.name}: neither metas/{split}_{self.deqa_key}_*.json nor "
-                            f"{' or '.join(self.native_files)} found in {folder}")
+            wanted = " or ".join(self.native_files)   # `all` exists only in the native release
+            if split != "all":
+                wanted = f"metas/{split}_{self.deqa_key}_*.json or {wanted}"
+            raise DataError(f"{self.name}: split {split!r} needs {wanted}; not found in {folder}")
         return self.load_native(folder, split)
 
     def load_native(self, folder: Path, split: str) -> TaskData:

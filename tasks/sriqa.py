@@ -29,7 +29,7 @@ from ._formats import check_inside, drop_note, index_images, read_name_scores, r
 
 # metric name -> MOS folder. The first is the full set that ground truth is taken from.
 SUBSETS = {"acc": "MOS", "reg_acc": "MOS_Reg", "gen_acc": "MOS_Gen"}
-SR_NAME = re.compile(r"(x\d+)_(.+?)x4\.\w+", re.IGNORECASE)
+SR_NAME = re.compile(r"x\d+_(.+?)x4\.\w+", re.IGNORECASE)   # x<k>_<Method>x4.png
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Bench:
             return found
         match = SR_NAME.fullmatch(name)
         if match:
-            path = self.folder / "images" / match.group(2) / name
+            path = self.folder / "images" / match.group(1) / name
         else:
             path = self.folder / ("LRImages" if name.lower().endswith("_original.png") else "images") / name
         return check_inside(self.folder, path, self.folder / "MOS*", name)

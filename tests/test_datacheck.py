@@ -39,7 +39,8 @@ def test_check_finds_every_planted_fault(tmp_path):
     assert not check.ok and check.error is None
     assert (check.samples, check.expected, check.images) == (8, 2000, 8)
     assert check.missing == ["images/0000.png"]
-    assert len(check.unreadable) == 1 and check.unreadable[0].startswith("images/0004.png: cannot decode")
+    assert len(check.unreadable) == 1
+    assert check.unreadable[0].startswith(f"cannot decode {tmp_path / 'KADID10K/images/0004.png'}: ")
     assert check.duplicates == [["images/0002.png", "images/0003.png"]]
     assert sorted(check.overlap) == ["images/0001.png", "images/0006.png", "images/0007.png"]
 

@@ -218,3 +218,11 @@ def test_symlinked_image_folder_inside_the_layout_is_accepted(tmp_path):
     samples = get_task("koniq").load(root / "KONIQ", "test").samples
     assert sorted(s.id for s in samples) == sorted(truth)
     assert all(Path(s.images[0]).is_file() for s in samples)
+
+
+def test_whole_set_split_of_a_deqa_only_folder_names_the_native_file(tmp_path):
+    build_deqa(tmp_path, "KADID10K", "test_kadid_2k.json", n=4)
+    with pytest.raises(DataError, match=r"kadid: split 'all' needs dmos\.csv; not found in .*KADID10K$"):
+        get_task("kadid").load(tmp_path / "KADID10K", "all")
+    with pytest.raises(DataError, match=r"split 'train' needs metas/train_kadid_\*\.json or dmos\.csv"):
+        get_task("kadid").load(tmp_path / "KADID10K", "train")
