@@ -56,7 +56,7 @@ def fit_logistic(pred: Sequence[float], gt: Sequence[float]) -> np.ndarray | Non
     """Parameters of logistic4 mapping predictions onto ground truth, or None if the fit fails.
     Initial guess as DeQA-Score: [max y, min y, mean x, std x / 4]."""
     x, y = np.asarray(pred, float), np.asarray(gt, float)
-    if not _defined(x, y):
+    if not _defined(x, y) or len(x) < 4:  # four parameters need four points (curve_fit raises)
         return None
     init = [y.max(), y.min(), x.mean(), x.std() / 4 or 1.0]
     try:
