@@ -1,0 +1,172 @@
+"""Classical and pyiqa metrics as models.
+
+`pyiqa:<metric>`  any pyiqa metric (`pip install pyiqa`). No-reference metrics answer score
+                  tasks; full-reference ones answer comparison tasks (each candidate against the
+                  reference; the better one wins, equal scores are "Similar"). pyiqa's wheel ships
+                  no weights: offline, `piqe` and the weight-free metrics run; others need
+                  `--model-arg weights=FILE` (or pyiqa's own cache). lower_better is pyiqa's.
+`brisque`         BRISQUE with the SVM model that the `brisque` package ships (offline).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
+from qbench.backends.options import parse_options
+from qbench.backends.vlm import resolve_device
+from qbench.model import Timer
+
+
+def score_each(samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]],
+               score: Callable[[Sequence[Image.Image]], Prediction]) -> list[Prediction]:
+    """Score samples one by one: a metric that fails on one image (too small, constant)
+    costs that sample, recorded as a model error, not the batch."""
+    out = []
+    for sample, imgs in zip(samples, images):
+        with Timer() as timer:
+            try:
+                prediction = score(imgs)
+            except (ValueError, RuntimeError, AssertionError, ArithmeticError) as exc:
+                prediction = Prediction(task="", sample_id="", status="model_error",
+                                        error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        prediction.task, prediction.sample_id = sample.task, sample.id
+        prediction.latency_s = timer.seconds
+        out.append(prediction)
+    return out
+
+
+def finite_score(value: float) -> Prediction:
+    if not math.isfinite(value):
+        return Prediction(task="", sample_id="", status="model_error",
+                          error=f"metric returned {value}")
+    return Prediction(task="", sample_id="", score=value)
+
+
+def preferred(score_a: float, score_b: float, lower_better: bool) -> str:
+    if score_a == score_b:
+        return "Similar"
+    return "Image A" if (score_a < score_b) == lower_better else "Image B"
+
+
+# ------------------------------------------------------------------------------ pyiqa
+
+@dataclass(frozen=True)
+class PyiqaOptions:
+    weights: Path | None = None
+
+
+class PyiqaMetric(Model):
+    def __init__(self, metric: str, config: ModelConfig):
+        super().__init__(config)
+        self.name = f"pyiqa:{metric}"
+        options = parse_options(PyiqaOptions, config.options, self.name)
+        try:
+            import pyiqa
+            import torch
+        except ImportError:
+            raise ModelError(f"{self.name}: pyiqa is not installed: pip install pyiqa") from None
+        if metric not in pyiqa.list_models():
+            raise ModelError(f"{self.name}: pyiqa has no metric {metric!r} "
+                             f"(it has {len(pyiqa.list_models())}, e.g. piqe, niqe, brisque, "
+                             "musiq, lpips)")
+        kwargs = {}
+        if options.weights is not None:
+            if not options.weights.is_file():
+                raise ModelError(f"{self.name}: weights file not found: {options.weights}")
+            kwargs["pretrained_model_path"] = str(options.weights)
+        try:
+            self.metric = pyiqa.create_metric(
+                metric, device=torch.device(resolve_device(config.device)), **kwargs)
+        except Exception as exc:  # offline, pyiqa's download attempt fails in many ways
+            raise ModelError(
+                f"{self.name}: cannot build the metric ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160] if str(exc) else ''}); if it needs weights, "
+                "download the file pyiqa names above and pass --model-arg weights=FILE") from None
+        self.lower_better = bool(self.metric.lower_better)
+        self.full_reference = self.metric.metric_mode == "FR"
+        self.kinds = frozenset({"comparison"} if self.full_reference else {"score"})
+
+    def _value(self, image: Image.Image, reference: Image.Image | None = None) -> float:
+        import torch
+
+        def tensor(im: Image.Image) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+
+        with torch.no_grad():
+            value = self.metric(tensor(image), tensor(reference)) if reference is not None \
+                else self.metric(tensor(image))
+        return float(value.reshape(-1)[0])
+
+    def _answer(self, imgs: Sequence[Image.Image]) -> Prediction:
+        if not self.full_reference:
+            return finite_score(self._value(imgs[0]))
+        reference, image_a, image_b = imgs
+        score_a, score_b = self._value(image_a, reference), self._value(image_b, reference)
+        if not (math.isfinite(score_a) and math.isfinite(score_b)):
+            return finite_score(math.nan)
+        return Prediction(task="", sample_id="", choice=preferred(score_a, score_b,
+                                                                  self.lower_better),
+                          extra={"score_a": score_a, "score_b": score_b})
+
+    def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
+                ) -> list[Prediction]:
+        return score_each(samples, images, self._answer)
+
+    def close(self) -> None:
+        self.metric = None
+
+
+@register_model("pyiqa", family=True)
+def pyiqa_metric(metric: str, config: ModelConfig) -> Model:
+    return PyiqaMetric(metric, config)
+
+
+# ------------------------------------------------------------------------------ brisque
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+BRISQUE_MIN_SIDE = 16  # its 7x7 filters run on the image and on a half-size copy
+
+
+@register_model("brisque")
+class Brisque(Model):
+    name = "brisque"
+    lower_better = True
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        parse_options(NoOptions, config.options, self.name)
+        try:
+            from brisque import BRISQUE
+        except ImportError as exc:
+            raise ModelError(f"brisque: {str(exc).splitlines()[0]}; pip install brisque "
+                             "opencv-python-headless") from None
+        self.scorer = BRISQUE(url=False)
+
+    def _score(self, imgs: Sequence[Image.Image]) -> Prediction:
+        import cv2
+        import skimage.color
+        if min(imgs[0].size) < BRISQUE_MIN_SIDE:
+            raise ValueError(f"image {imgs[0].size[0]}x{imgs[0].size[1]} is too small for "
+                             f"BRISQUE (needs {BRISQUE_MIN_SIDE} px a side)")
+        gray = skimage.color.rgb2gray(np.asarray(imgs[0]))
+        half = cv2.resize(gray, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_CUBIC)
+        features = np.concatenate([self.scorer.calculate_brisque_features(
+            g, kernel_size=7, sigma=7 / 6) for g in (gray, half)])
+        # The package's own score() hands 1-element arrays to float(), which numpy 2 rejects:
+        # flatten every feature to a plain float first, then use its scaling and SVM.
+        flat = np.array([np.asarray(f, dtype=np.float64).reshape(-1)[0] for f in features])
+        return finite_score(float(self.scorer.calculate_image_quality_score(flat)))
+
+    def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
+                ) -> list[Prediction]:
+        return score_each(samples, images, self._score)
