@@ -327,7 +327,8 @@ def build_report(runs: Sequence[RunRecord], *, published: list[dict[str, Any]] |
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}
+.wide{overflow-x:auto}
 th{background:#eef2f7}
 tr.published td{font-style:italic;color:#555;background:#fafafa}
 .figures{display:flex;flex-wrap:wrap;gap:1em}
@@ -345,7 +346,8 @@ def html_table(table: Table) -> str:
     for i, row in enumerate(table.rows):
         css = ' class="published"' if i < len(table.published) and table.published[i] else ""
         body.append(f"<tr{css}>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f'<div class="wide"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _clip(text: str) -> str:

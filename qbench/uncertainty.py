@@ -36,21 +36,30 @@ def resample_counts(n: int, resamples: int, rng: np.random.Generator) -> Iterato
         yield np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n)
 
 
+def _weighted_sums(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Row sums of weights × values, values (n,) or (B, n); one BLAS or einsum pass."""
+    return weights @ values if values.ndim == 1 else np.einsum("ij,ij->i", weights, values)
+
+
 def weighted_pearson(x: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Pearson's r of each row's weighted data; x, y are (n,) or (B, n), weights (B, n)."""
-    total = weights.sum(axis=1, keepdims=True)
-    dx = x - (weights * x).sum(axis=1, keepdims=True) / total
-    dy = y - (weights * y).sum(axis=1, keepdims=True) / total
-    cov = (weights * dx * dy).sum(axis=1)
-    var = (weights * dx * dx).sum(axis=1) * (weights * dy * dy).sum(axis=1)
+    """Pearson's r of each row's weighted data; x, y are (n,) or (B, n), weights (B, n).
+    Callers pass values centred near zero (raw moments then lose no precision)."""
+    weights = weights.astype(float, copy=False)
+    total = weights.sum(axis=1)
+    mean_x, mean_y = _weighted_sums(weights, x) / total, _weighted_sums(weights, y) / total
+    square_x = _weighted_sums(weights, x * x) / total
+    square_y = _weighted_sums(weights, y * y) / total
+    var_x, var_y = square_x - mean_x ** 2, square_y - mean_y ** 2
+    cov = _weighted_sums(weights, x * y) / total - mean_x * mean_y
+    # a resample of one repeated value has a variance of rounding noise, not zero
+    spread = (var_x > 1e-12 * square_x) & (var_y > 1e-12 * square_y)
     with np.errstate(invalid="ignore", divide="ignore"):
-        # relative threshold: a constant resample leaves rounding noise, not zero
-        scale = (weights * x * x).sum(axis=1) * (weights * y * y).sum(axis=1)
-        return np.where(var > 1e-24 * np.maximum(scale, 1e-300), cov / np.sqrt(var), np.nan)
+        return np.where(spread, cov / np.sqrt(var_x * var_y), np.nan)
 
 
 def _rank_counts(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """A function giving, per resample, each item's average rank among the drawn items."""
+    """A function giving, per resample, each item's average rank among the drawn items, minus
+    the mean rank (centred, for weighted_pearson)."""
     order = np.argsort(values, kind="stable")
     ordered = values[order]
     new_value = np.r_[True, ordered[1:] != ordered[:-1]]
@@ -61,12 +70,18 @@ def _rank_counts(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     def ranks(counts: np.ndarray) -> np.ndarray:
         per_group = np.add.reduceat(counts[:, order], starts, axis=1)   # draws per tie group
         below = np.cumsum(per_group, axis=1) - per_group
-        return (below + (per_group + 1) / 2.0)[:, group_of]
+        drawn = per_group.sum(axis=1, keepdims=True)
+        return (below + (per_group - drawn) / 2.0)[:, group_of]   # rank − (drawn + 1) / 2
     return ranks
 
 
+def _centred(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, float)
+    return array - array.mean() if len(array) else array
+
+
 def pearson_statistic(pred: Sequence[float], gt: Sequence[float]) -> Statistic:
-    x, y = np.asarray(pred, float), np.asarray(gt, float)
+    x, y = _centred(pred), _centred(gt)
     return lambda counts: weighted_pearson(x, y, counts)
 
 
