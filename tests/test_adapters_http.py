@@ -1,0 +1,227 @@
+"""`openai:<model>` against a scripted chat-completions server on the loopback interface:
+request contents (prompts, images, key, decoding), 5xx retries, 4xx without retry, timeouts,
+malformed responses, the concurrency bound, K sampled answers and a full run."""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qbench import ModelConfig, ModelError, Sample, create_model
+from qbench.protocol import COMPARISON_LEAD, SCORE_QUESTION, SYSTEM_PROMPT
+from qbench.runner import RunConfig, run
+
+Reply = tuple[int, bytes, float]  # status, body, seconds to wait before answering
+
+
+def answer(*texts: str) -> Reply:
+    choices = [{"index": i, "message": {"role": "assistant", "content": t}}
+               for i, t in enumerate(texts)]
+    return 200, json.dumps({"choices": choices}).encode(), 0.0
+
+
+class Endpoint:
+    """A chat-completions server on 127.0.0.1 whose replies come from `script(n, request)`,
+    n counting requests from 0. It records requests and the most requests in flight."""
+
+    def __init__(self, script: Callable[[int, dict], Reply]):
+        self.script, self.requests, self.headers = script, [], []
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with endpoint.lock:
+                    n = len(endpoint.requests)
+                    endpoint.requests.append(body)
+                    endpoint.headers.append(dict(self.headers))
+                    endpoint.in_flight += 1
+                    endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
+                status, reply, delay = endpoint.script(n, body)
+                time.sleep(delay)
+                with endpoint.lock:
+                    endpoint.in_flight -= 1
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve():
+    endpoints = []
+
+    def start(script: Callable[[int, dict], Reply]) -> Endpoint:
+        endpoints.append(Endpoint(script))
+        return endpoints[-1]
+
+    yield start
+    for endpoint in endpoints:
+        endpoint.close()
+
+
+def model_for(endpoint: Endpoint, **options):
+    options = {"base_url": endpoint.url, "backoff_s": 0.01, "timeout_s": 5.0} | options
+    return create_model("openai:served-qinsight", ModelConfig(seed=5, options=options))
+
+
+def pictures(n: int, seed: int = 0) -> list[Image.Image]:
+    rng = np.random.default_rng(seed)
+    return [Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def score_sample(i: int = 0) -> Sample:
+    return Sample(id=f"s{i}", task="t", kind="score", images=("x.png",))
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def test_requests_carry_protocol_prompts_images_key_and_greedy_decoding(serve, monkeypatch):
+    monkeypatch.setenv("QBENCH_TEST_KEY", "sk-local-test")
+    endpoint = serve(lambda n, body: answer('<think>fine</think><answer>{"rating": 3.4}</answer>'))
+    model = model_for(endpoint, api_key_env="QBENCH_TEST_KEY")
+    score_images, comparison_images = pictures(1), pictures(3, seed=1)
+    comparison = Sample(id="c", task="t", kind="comparison", images=("r", "a", "b"))
+    score, _ = model.predict([score_sample(), comparison], [score_images, comparison_images])
+    assert score.ok and score.score == 3.4
+
+    # requests go out concurrently: tell them apart by the number of images
+    by_images = {sum(p["type"] == "image_url" for p in r["messages"][1]["content"]): r
+                 for r in endpoint.requests}
+    request = by_images[1]
+    assert all(h["Authorization"] == "Bearer sk-local-test" for h in endpoint.headers)
+    assert (request["model"], request["temperature"], request["n"], request["seed"]) == \
+        ("served-qinsight", 0.0, 1, 5)
+    system, user = request["messages"]
+    assert system == {"role": "system", "content": SYSTEM_PROMPT}
+    assert [p["type"] for p in user["content"]] == ["image_url", "text"]  # image first
+    assert user["content"][1]["text"] == SCORE_QUESTION
+    assert np.array_equal(decode_data_url(user["content"][0]["image_url"]["url"]),
+                          np.asarray(score_images[0]))
+    parts = by_images[3]["messages"][1]["content"]
+    assert parts[0]["text"] == COMPARISON_LEAD
+    sent = [decode_data_url(p["image_url"]["url"]) for p in parts if p["type"] == "image_url"]
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(sent, comparison_images))
+    assert len(sent) == 3
+
+
+def test_server_errors_are_retried_until_an_answer(serve):
+    endpoint = serve(lambda n, body: (503, b'{"error": "busy"}', 0.0) if n < 2
+                     else answer('<answer>{"rating": 4.0}</answer>'))
+    (prediction,) = model_for(endpoint, retries=3).predict([score_sample()], [pictures(1)])
+    assert prediction.ok and prediction.score == 4.0
+    assert len(endpoint.requests) == 3
+
+
+def test_retries_run_out_and_client_errors_are_not_retried(serve):
+    failing = serve(lambda n, body: (500, b"internal", 0.0))
+    (prediction,) = model_for(failing, retries=2).predict([score_sample()], [pictures(1)])
+    assert prediction.status == "model_error"
+    assert "HTTP 500" in prediction.error and "gave up after 3 attempts" in prediction.error
+    assert len(failing.requests) == 3
+
+    rejecting = serve(lambda n, body: (400, b'{"error": "bad image"}', 0.0))
+    (prediction,) = model_for(rejecting, retries=2).predict([score_sample()], [pictures(1)])
+    assert prediction.status == "model_error" and "HTTP 400" in prediction.error
+    assert "bad image" in prediction.error and len(rejecting.requests) == 1
+
+
+def test_timeouts_are_retried_then_reported(serve):
+    endpoint = serve(lambda n, body: answer('{"rating": 2}')[:2] + (1.0,))
+    (prediction,) = model_for(endpoint, timeout_s=0.2, retries=1).predict(
+        [score_sample()], [pictures(1)])
+    assert prediction.status == "model_error" and "timed out" in prediction.error
+    assert len(endpoint.requests) == 2
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"<html>gateway</html>", "model_error", "malformed response"),
+    (b'{"choices": []}', "model_error", "no text content"),
+    (b'{"choices": [{"message": {"content": null}}]}', "model_error", "no text content"),
+    (b'{"result": "4.1"}', "model_error", "malformed response"),
+    (json.dumps({"choices": [{"message": {"content": "It looks nice."}}]}).encode(),
+     "unparsed", "no rating found"),
+])
+def test_malformed_responses_fail_the_sample_with_a_reason(serve, body, status, message):
+    endpoint = serve(lambda n, _: (200, body, 0.0))
+    (prediction,) = model_for(endpoint, retries=0).predict([score_sample()], [pictures(1)])
+    assert prediction.status == status and message in prediction.error
+
+
+def test_requests_in_flight_stay_within_the_concurrency_bound(serve):
+    endpoint = serve(lambda n, body: answer('{"rating": 3}')[:2] + (0.15,))
+    predictions = model_for(endpoint, concurrency=2).predict(
+        [score_sample(i) for i in range(6)], [pictures(1)] * 6)
+    assert all(p.ok for p in predictions)
+    assert endpoint.max_in_flight == 2
+
+
+def test_k_sampled_answers_use_the_demo_sampling_and_are_averaged(serve):
+    endpoint = serve(lambda n, body: answer('{"rating": 2}', '{"rating": 3}', "garbled"))
+    model = model_for(endpoint, decoding="demo", samples=3)
+    (prediction,) = model.predict([score_sample()], [pictures(1)])
+    request = endpoint.requests[0]
+    assert (request["n"], request["temperature"], request["top_p"], request["top_k"],
+            request["seed"]) == (3, 1.0, 0.95, 50, 42)
+    assert prediction.score == pytest.approx(2.5) and prediction.extra["parsed"] == 2
+    no_top_k = model_for(endpoint, decoding="demo", send_top_k=False)
+    no_top_k.predict([score_sample()], [pictures(1)])
+    assert "top_k" not in endpoint.requests[-1]
+
+
+def test_unreachable_endpoint_and_bad_options():
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    model = create_model("openai:m", ModelConfig(options={
+        "base_url": f"http://127.0.0.1:{port}/v1", "retries": 0}))
+    (prediction,) = model.predict([score_sample()], [pictures(1)])
+    assert prediction.status == "model_error" and "cannot reach" in prediction.error
+    with pytest.raises(ModelError, match="base_url must start with http"):
+        create_model("openai:m", ModelConfig(options={"base_url": "localhost:8000"}))
+    with pytest.raises(ModelError, match="concurrency >= 1"):
+        create_model("openai:m", ModelConfig(options={"concurrency": 0}))
+
+
+def test_run_writes_predictions_and_keeps_the_key_out_of_the_manifest(serve, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-written")
+    endpoint = serve(lambda n, body: answer(
+        '<think>blocky</think><answer>{"distortion_class": "compression", '
+        '"severity": "moderate"}</answer>'))
+    result = run(RunConfig(model="openai:served", tasks=["demo-degradation"], limit=3,
+                           batch_size=2, output_dir=tmp_path, progress=False,
+                           model_options={"base_url": endpoint.url}))
+    rows = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").open()]
+    assert [(r["status"], r["distortion_class"], r["severity"]) for r in rows] == \
+        [("ok", "jpeg", "moderate")] * 3
+    assert "sk-never-written" not in (result.run_dir / "manifest.json").read_text()
