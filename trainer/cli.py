@@ -36,7 +36,8 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: run the same command again to resume from the last "
                       f"checkpoint in {config.output_dir}[/]")
         return 130
-    console.print(f"trained {result.global_step} steps; final model: {result.final_model}")
+    console.print(f"trained {result.global_step} steps; final model: {result.final_model}",
+                  soft_wrap=True)
     return 0
 
 

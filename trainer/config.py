@@ -6,6 +6,7 @@ directory. Every problem is a `ConfigError` whose message is one line naming the
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import types
 import typing
@@ -273,6 +274,9 @@ def check_settings(config: TrainConfig, processes: int) -> None:
         raise ConfigError("grpo: beta must be >= 0; epsilon, temperature and learning_rate > 0")
     if g.loss_type not in LOSS_TYPES:
         raise ConfigError(f"grpo.loss_type {g.loss_type!r} not one of {', '.join(LOSS_TYPES)}")
+    if g.use_vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("grpo.use_vllm: vllm is not installed here (pip install 'qbench[vllm]' "
+                          "on the GPU machine), or set use_vllm: false")
     if g.vllm_mode not in VLLM_MODES:
         raise ConfigError(f"grpo.vllm_mode {g.vllm_mode!r} not one of {', '.join(VLLM_MODES)}")
     if g.max_steps <= 0 and g.num_train_epochs <= 0:

@@ -1,0 +1,223 @@
+"""GRPO training through TRL's GRPOTrainer with the Q-Insight recipe.
+
+Order of work: the config is checked and the data mix built (every image decoded) before the
+model loads. Checkpoints (`output_dir/checkpoint-N`) hold the model and its processor, so
+`qbench run --model qinsight --model-path output_dir/checkpoint-N` evaluates any of them; the
+finished model is written to `output_dir/final` (LoRA adapters merged into it).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from qbench import manifest as mf
+from qbench.model import ModelError
+
+from .config import ConfigError, EvalSettings, ModelSettings, TrainConfig, validate
+from .data import TrainingData, collect_samples, to_dataset
+from .rewards import reward_functions
+
+FINAL = "final"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_model: Path
+    global_step: int
+    resumed_from: Path | None
+    log_history: list[dict[str, Any]]
+
+
+# ------------------------------------------------------------------------------ pieces
+
+def load_training_processor(settings: ModelSettings):
+    """The base model's processor (the harness's loader: left padding, type checked), with the
+    recipe's image-size limits, which are saved with every checkpoint."""
+    from transformers.image_processing_utils import SizeDict
+
+    from qbench.backends.vlm import load_processor
+    processor = load_processor(settings.path, "train")
+    size = processor.image_processor.size
+    if settings.min_pixels is not None or settings.max_pixels is not None:
+        processor.image_processor.size = SizeDict(
+            shortest_edge=settings.min_pixels or size.shortest_edge,
+            longest_edge=settings.max_pixels or size.longest_edge)
+    return processor
+
+
+# Fields of GRPOSettings that are not GRPOConfig arguments of the same name.
+_NOT_GRPO_ARGS = {"extra"}
+
+
+def grpo_arguments(config: TrainConfig, reward_weights: Sequence[float]):  # -> trl.GRPOConfig
+    """GRPOConfig from the recipe settings, plus `grpo.extra` for any other GRPOConfig field."""
+    from trl import GRPOConfig
+
+    named = {f.name: getattr(config.grpo, f.name) for f in dataclasses.fields(config.grpo)
+             if f.name not in _NOT_GRPO_ARGS}
+    known = {f.name for f in dataclasses.fields(GRPOConfig)}
+    unknown = sorted(set(config.grpo.extra) - known)
+    if unknown:
+        raise ConfigError(f"grpo.extra: {', '.join(unknown)} not GRPOConfig fields")
+    twice = sorted(set(config.grpo.extra) & set(named))
+    if twice:
+        raise ConfigError(f"grpo.extra: {', '.join(twice)} already set under grpo")
+    init = {"dtype": config.model.dtype}
+    if config.model.attn_implementation:
+        init["attn_implementation"] = config.model.attn_implementation
+    return GRPOConfig(
+        output_dir=str(config.output_dir), save_strategy="steps", logging_strategy="steps",
+        remove_unused_columns=False,  # the ground-truth columns must reach the rewards
+        scale_rewards="group",        # A_i = (r_i − mean) / std within the group
+        reward_weights=list(reward_weights), model_init_kwargs=init, **named, **config.grpo.extra)
+
+
+def lora_config(config: TrainConfig):  # -> peft.LoraConfig | None
+    if not config.lora.enabled:
+        return None
+    from peft import LoraConfig
+    lora = config.lora
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
+
+
+def resume_checkpoint(config: TrainConfig) -> Path | None:
+    """The checkpoint to continue from: "auto" → the newest in output_dir (None when there is
+    none), "never" → None, else the folder given."""
+    if config.resume == "never":
+        return None
+    if config.resume != "auto":
+        return Path(config.resume)
+    from transformers.trainer_utils import get_last_checkpoint
+    last = get_last_checkpoint(str(config.output_dir)) if config.output_dir.is_dir() else None
+    return Path(last) if last else None
+
+
+def evaluate_checkpoint(checkpoint: Path, settings: EvalSettings, output_dir: Path,
+                        run_name: str) -> dict[str, float]:
+    """Run the harness on a checkpoint; every number it reports, keyed eval/<task>/<metric>."""
+    from qbench.runner import RunConfig, run
+    result = run(RunConfig(
+        model=settings.model, tasks=list(settings.tasks), model_path=checkpoint,
+        model_options=dict(settings.model_options), data_root=settings.data_root,
+        data_paths=dict(settings.data), split=settings.split, batch_size=settings.batch_size,
+        limit=settings.limit, output_dir=output_dir, run_name=run_name, device=settings.device,
+        progress=False))
+    numbers: dict[str, float] = {}
+    for outcome in result.outcomes:
+        if outcome.metrics is None:
+            raise ModelError(f"evaluation of {checkpoint}: task {outcome.task} skipped: "
+                             f"{outcome.skipped}")
+        for key, value in outcome.metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                numbers[f"eval/{outcome.task}/{key}"] = float(value)
+    return numbers
+
+
+def harness_callback(settings: EvalSettings, output_dir: Path):  # -> TrainerCallback
+    """Evaluates each checkpoint whose step is a multiple of `settings.every`, on the main
+    process, through `qbench run`; the numbers join the training log."""
+    from transformers import TrainerCallback
+
+    class HarnessEvaluation(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step % settings.every or not state.is_world_process_zero:
+                return
+            step = state.global_step
+            numbers = evaluate_checkpoint(output_dir / f"checkpoint-{step}", settings,
+                                          output_dir / "eval", f"step-{step}")
+            state.log_history.append({"step": step, **numbers})
+            with (output_dir / "eval" / "history.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **numbers}) + "\n")
+
+    return HarnessEvaluation()
+
+
+def grpo_trainer_class():  # -> type[trl.GRPOTrainer]
+    from trl import GRPOTrainer
+
+    class QInsightGRPOTrainer(GRPOTrainer):
+        """GRPOTrainer whose resume reads the policy weights through `from_pretrained`.
+        transformers writes Qwen2.5-VL checkpoints under the released key names (visual.*,
+        model.layers.*) while the live model names them model.visual.*,
+        model.language_model.*; Trainer's own resume loads the file raw, matches no key and
+        silently keeps the weights it started with (reported as ms-swift issue 7947).
+        DeepSpeed, FSDP and LoRA resumes take their own paths and are left to Trainer."""
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+            model = model if model is not None else self.model
+            if hasattr(model, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype,
+                                                device_map=None)
+            model.load_state_dict(saved.state_dict(), strict=True)
+
+    return QInsightGRPOTrainer
+
+
+def write_run_record(config: TrainConfig, data: TrainingData) -> None:
+    """output_dir/train_config.json: the resolved settings, the data mix and versions."""
+    mf.write_json(config.output_dir / "train_config.json", {
+        "config": dataclasses.asdict(config), "samples": data.counts(), "notes": data.notes,
+        "versions": mf.package_versions(), "git_commit": mf.git_commit()})
+
+
+def save_final(trainer, processor, config: TrainConfig) -> Path:
+    """The finished model as one loadable folder (LoRA merged into the base weights)."""
+    final = config.output_dir / FINAL
+    if config.lora.enabled:
+        merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+        if trainer.accelerator.is_main_process:
+            merged.save_pretrained(final)
+            processor.save_pretrained(final)
+    else:
+        trainer.save_model(str(final))  # gathers ZeRO-3 shards; writes the processor too
+    return final
+
+
+# ------------------------------------------------------------------------------ the run
+
+def train(config: TrainConfig, *, console: Console | None = None,
+          extra_rewards: Sequence[tuple[Callable[..., list], float]] = (),
+          callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train as configured. `extra_rewards` adds (reward function, weight) pairs to the
+    recipe's (tests use one with variance on a random model); `callbacks` are TrainerCallbacks."""
+    console = console or Console(stderr=True)
+    validate(config)
+    data = collect_samples(config.data)
+    for note in data.notes:
+        console.print(f"[yellow]{note}[/]")
+    console.print("training mix: " + ", ".join(f"{n} {k}" for k, n in sorted(data.counts().items())))
+    funcs, weights = reward_functions(config.rewards, sorted(data.counts()))
+    funcs += [f for f, _ in extra_rewards]
+    args = grpo_arguments(config, weights + [w for _, w in extra_rewards])
+    processor = load_training_processor(config.model)
+
+    hooks = list(callbacks)
+    if config.eval.every:
+        hooks.append(harness_callback(config.eval, config.output_dir))
+    trainer = grpo_trainer_class()(model=str(config.model.path), reward_funcs=funcs, args=args,
+                          train_dataset=to_dataset(data.samples, config.data.image_first),
+                          processing_class=processor, peft_config=lora_config(config),
+                          callbacks=hooks)
+    if config.lora.enabled and trainer.is_deepspeed_enabled and \
+            trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        raise ConfigError("lora.enabled with DeepSpeed ZeRO-3: the adapter cannot be merged "
+                          "from sharded weights; use accelerate_zero2.yaml or one GPU")
+    resumed = resume_checkpoint(config)
+    if resumed is not None:
+        console.print(f"resuming from {resumed}", soft_wrap=True)
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    if trainer.accelerator.is_main_process:
+        write_run_record(config, data)
+    trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+    final = save_final(trainer, processor, config)
+    return TrainResult(config.output_dir, final, trainer.state.global_step, resumed,
+                       list(trainer.state.log_history))
