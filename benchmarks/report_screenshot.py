@@ -62,7 +62,7 @@ def embedded_pngs(page: str) -> list[tuple[int, int]]:
 
 def chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args],
-                          capture_output=True, text=True, timeout=180)
+                          check=False, capture_output=True, text=True, timeout=180)
 
 
 def main() -> int:
@@ -90,7 +90,8 @@ def main() -> int:
         dom = chromium(binary, work / "profile", "--virtual-time-budget=10000", "--dump-dom",
                        probe.as_uri())
         title = re.search(r"<title>(images loaded \d+ of \d+)</title>", dom.stdout)
-        print(f"chromium page check: {title.group(1) if title else 'no result: ' + dom.stderr[-300:]}")
+        outcome = title.group(1) if title else "no result: " + dom.stderr[-300:]
+        print(f"chromium page check: {outcome}")
         loaded_ok = bool(title) and title.group(1) == f"images loaded {len(sizes)} of {len(sizes)}"
 
         args.out.parent.mkdir(parents=True, exist_ok=True)

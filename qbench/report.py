@@ -40,7 +40,7 @@ CI_TOLERANCE = 1e-9  # a CI is shown only where its estimate is the metric the t
 
 
 @dataclass(frozen=True)
-class Figure:
+class Plot:
     name: str      # file name of the PNG (markdown) and a stable id
     png: bytes
     caption: str
@@ -62,7 +62,7 @@ class Section:
 
     task: str
     run: str
-    figure: Figure | None
+    plot: Plot | None
     transcripts: list[Transcript]
 
 
@@ -90,6 +90,10 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ""
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def with_interval(value: float, interval: Interval | None) -> str:
@@ -141,10 +145,6 @@ def leaderboard_table(runs: Sequence[RunRecord], intervals: dict[tuple[str, str]
     return Table(columns, rows, [p for _, _, p in records])
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def failures_table(runs: Sequence[RunRecord]) -> Table:
     statuses = sorted({s for run in runs for t in run.tasks()
                        for s in (run.metrics[t].get("failure_counts") or {})})
@@ -166,19 +166,23 @@ def failures_table(runs: Sequence[RunRecord]) -> Table:
 def _png(figure: Any) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-    plt.close(figure)
     return buffer.getvalue()
 
 
-def _figure_name(*parts: str) -> str:
+def _new_figure(width: float, height: float) -> tuple[Any, Any]:
+    """A matplotlib figure outside pyplot: no global state, no display backend to pick."""
+    from matplotlib.figure import Figure
+    figure = Figure(figsize=(width, height))
+    return figure, figure.subplots()
+
+
+def _plot_name(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "--".join(parts)) + ".png"
 
 
-def scatter_figure(run: RunRecord, task: Task) -> Figure | None:
+def scatter_plot(run: RunRecord, task: Task) -> Plot | None:
     """Model score against MOS, both as published, with the logistic the metrics fit (fitted on
     oriented values, drawn back in the plotted units)."""
-    import matplotlib.pyplot as plt
     answers = run.predictions(task.name)
     scored = [s for s in run.samples(task.name) if answers[s.id].ok
               and answers[s.id].score is not None and s.mos is not None]
@@ -188,7 +192,7 @@ def scatter_figure(run: RunRecord, task: Task) -> Figure | None:
     y = np.array([s.mos for s in scored], float)
     sign_x = -1.0 if run.convention.lower_better else 1.0
     sign_y = -1.0 if task.lower_better else 1.0
-    fig, ax = plt.subplots(figsize=(5.2, 3.9))
+    fig, ax = _new_figure(5.2, 3.9)
     ax.scatter(x, y, s=10, alpha=0.5, color="#3b6ea8", edgecolors="none", label="samples")
     params = metrics.fit_logistic(sign_x * x, sign_y * y)
     if params is not None:
@@ -203,12 +207,11 @@ def scatter_figure(run: RunRecord, task: Task) -> Figure | None:
     ax.grid(alpha=0.3)
     caption = (f"{task.name} / {run.label}: prediction vs MOS, {len(scored)} scored samples"
                + ("" if params is not None else " (the logistic fit did not converge)"))
-    return Figure(_figure_name(task.name, run.run_id, "scatter"), _png(fig), caption)
+    return Plot(_plot_name(task.name, run.run_id, "scatter"), _png(fig), caption)
 
 
-def confusion_figure(run: RunRecord, task: Task) -> Figure | None:
+def confusion_plot(run: RunRecord, task: Task) -> Plot | None:
     """Counts of true (rows) against predicted (columns) labels; a failure is its own column."""
-    import matplotlib.pyplot as plt
     samples, answers = run.samples(task.name), run.predictions(task.name)
     if not samples:
         return None
@@ -221,7 +224,7 @@ def confusion_figure(run: RunRecord, task: Task) -> Figure | None:
         truth = [s.choice for s in samples]
         said = [answers[s.id].choice if answers[s.id].ok else "failed" for s in samples]
     matrix = np.array(metrics.confusion(truth, said, labels + ["failed"]))[:len(labels)]
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    fig, ax = _new_figure(5.2, 4.2)
     totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     ax.imshow(matrix / totals, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):
@@ -233,7 +236,7 @@ def confusion_figure(run: RunRecord, task: Task) -> Figure | None:
     ax.set_ylabel("true")
     ax.set_title(f"{task.name}: {len(samples)} samples", fontsize=10)
     caption = f"{task.name} / {run.label}: confusion matrix (colour: share of the true row)"
-    return Figure(_figure_name(task.name, run.run_id, "confusion"), _png(fig), caption)
+    return Plot(_plot_name(task.name, run.run_id, "confusion"), _png(fig), caption)
 
 
 # ------------------------------------------------------------------------ transcripts
@@ -313,8 +316,8 @@ def build_report(runs: Sequence[RunRecord], *, published: list[dict[str, Any]] |
                 continue
             intervals[(run.run_id, name)] = run_intervals(run, task, resamples=resamples,
                                                           level=level, seed=seed, notes=notes)
-            figure = scatter_figure(run, task) if task.kind == "score" else confusion_figure(run, task)
-            sections.append(Section(name, run.label, figure, pick_transcripts(run, task)))
+            plot = scatter_plot(run, task) if task.kind == "score" else confusion_plot(run, task)
+            sections.append(Section(name, run.label, plot, pick_transcripts(run, task)))
     return Report(
         title="qbench report", runs=[run.label for run in runs],
         leaderboard=leaderboard_table(runs, intervals, published or []),
@@ -377,11 +380,11 @@ def render_html(report: Report) -> str:
         parts.append(f"<h3>{html.escape(task)}</h3><div class=\"figures\">")
         mine = [s for s in report.sections if s.task == task]
         for section in mine:
-            if section.figure is not None:
-                data = base64.b64encode(section.figure.png).decode("ascii")
+            if section.plot is not None:
+                data = base64.b64encode(section.plot.png).decode("ascii")
                 parts.append(f'<figure><img src="data:image/png;base64,{data}" '
-                             f'alt="{html.escape(section.figure.caption)}">'
-                             f"<figcaption>{html.escape(section.figure.caption)}</figcaption></figure>")
+                             f'alt="{html.escape(section.plot.caption)}">'
+                             f"<figcaption>{html.escape(section.plot.caption)}</figcaption></figure>")
         parts.append("</div>")
         for section in mine:
             if not section.transcripts:
@@ -422,8 +425,8 @@ def render_markdown(report: Report, figure_dir: str) -> str:
     for task in dict.fromkeys(s.task for s in report.sections):
         lines += [f"### {task}", ""]
         for section in (s for s in report.sections if s.task == task):
-            if section.figure is not None:
-                lines += [f"![{section.figure.caption}]({figure_dir}/{section.figure.name})", ""]
+            if section.plot is not None:
+                lines += [f"![{section.plot.caption}]({figure_dir}/{section.plot.name})", ""]
             for t in section.transcripts:
                 body = _transcript_body(t)
                 fence = _fence(body)
@@ -438,8 +441,8 @@ def write_report(report: Report, output: Path) -> tuple[Path, Path]:
     figures = output / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     for section in report.sections:
-        if section.figure is not None:
-            (figures / section.figure.name).write_bytes(section.figure.png)
+        if section.plot is not None:
+            (figures / section.plot.name).write_bytes(section.plot.png)
     html_path, md_path = output / "report.html", output / "report.md"
     html_path.write_text(render_html(report), encoding="utf-8")
     md_path.write_text(render_markdown(report, figures.name), encoding="utf-8")
@@ -449,8 +452,6 @@ def write_report(report: Report, output: Path) -> tuple[Path, Path]:
 # ------------------------------------------------------------------------ command
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    import matplotlib
-    matplotlib.use("Agg")  # files only: no display on a server
     runs = [load_run(path) for path in args.runs]
     if len({r.run_id for r in runs}) != len(runs):
         raise ValueError("the same run was given twice")

@@ -69,9 +69,10 @@ def with_published(measured: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
     if published.empty:
         return measured
     frame = pd.concat([measured, published], ignore_index=True) if len(measured) else published
-    for column in ("n", "n_ok"):
-        if column in frame and column in measured and pd.api.types.is_integer_dtype(measured[column]):
-            frame[column] = frame[column].astype("Int64").astype(object)
+    counts = [c for c in ("n", "n_ok")
+              if c in frame and c in measured and pd.api.types.is_integer_dtype(measured[c])]
+    for column in counts:
+        frame[column] = frame[column].astype("Int64").astype(object)
     return order_columns(frame).sort_values(["task", "source", "model"], kind="stable")
 
 
