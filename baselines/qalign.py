@@ -28,9 +28,9 @@ from PIL import Image
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
 from qbench.backends.options import parse_options
-from qbench.backends.vlm import (LoadSettings, chat_prompt, expected_level, level_token_ids,
-                                 load_hf_vlm, next_token_logits, require_model_dir,
-                                 resolve_device, torch_dtype)
+from qbench.backends.vlm import (LoadSettings, chat_prompt, expected_level, free_gpu_cache,
+                                 level_token_ids, load_hf_vlm, next_token_logits,
+                                 require_model_dir, resolve_device, torch_dtype)
 from qbench.model import Timer
 
 LEVEL_QUESTION = "How would you rate the quality of this image?"
@@ -117,6 +117,7 @@ class HFVisionLevels(LevelScorer):
 
     def close(self) -> None:
         self.network = None
+        free_gpu_cache()
 
 
 # ------------------------------------------------------------------------ mPLUG-Owl2 weights
@@ -209,7 +210,8 @@ class Owl2Levels(LevelScorer):
         from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
         try:
             # the old transformers this code needs calls the argument torch_dtype
-            dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
+            major = int(transformers.__version__.split(".")[0])
+            dtype_key = "dtype" if major >= 5 else "torch_dtype"
             with hub_offline():
                 network = AutoModelForCausalLM.from_pretrained(
                     path, trust_remote_code=True, local_files_only=True,
@@ -240,6 +242,7 @@ class Owl2Levels(LevelScorer):
 
     def close(self) -> None:
         self.network = None
+        free_gpu_cache()
 
 
 @register_model("qalign")

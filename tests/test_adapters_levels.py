@@ -46,9 +46,10 @@ def test_qwen_vl_levels_equals_softmax_by_hand(tiny):
 
     processor = AutoProcessor.from_pretrained(tiny)
     network = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny).eval()
-    prompt = processor.apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": LEVEL_QUESTION}]}],
-        add_generation_prompt=True, tokenize=False) + "The quality of the image is"
+    question = [{"role": "user", "content": [{"type": "image"},
+                                             {"type": "text", "text": LEVEL_QUESTION}]}]
+    prompt = processor.apply_chat_template(question, add_generation_prompt=True,
+                                           tokenize=False) + "The quality of the image is"
     assert model.prompt == prompt
     # the byte-level vocabulary spells a word after a space with a leading "Ġ"
     word_ids = [processor.tokenizer.convert_tokens_to_ids("Ġ" + w) for w in LEVEL_WORDS]
@@ -136,7 +137,8 @@ def write_stand_in(folder: Path, tiny: Path, code: str = STAND_IN_CODE) -> Path:
     from transformers import CLIPImageProcessor
     folder.mkdir()
     (folder / "owl2_stand_in.py").write_text(code)
-    spec = importlib.util.spec_from_file_location("owl2_stand_in_local", folder / "owl2_stand_in.py")
+    spec = importlib.util.spec_from_file_location("owl2_stand_in_local",
+                                                  folder / "owl2_stand_in.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     torch.manual_seed(0)

@@ -6,7 +6,6 @@ not the text the model reads.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -207,12 +206,12 @@ class TransformersGenerator:
         return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
 
     def close(self) -> None:
-        release_cuda(self)
+        self.network = None
+        free_gpu_cache()
 
 
-def release_cuda(holder: Any) -> None:
-    """Drop a holder's model and return its GPU memory."""
-    holder.network = None
+def free_gpu_cache() -> None:
+    """Hand cached GPU memory back once a model's last reference is dropped."""
     import torch
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -255,8 +254,8 @@ class VLLMGenerator:
         try:
             import vllm
         except ImportError:
-            raise ModelError(f"{model}: backend=vllm needs vLLM: pip install 'qbench[vllm]' "
-                             "(on a CUDA machine)") from None
+            raise ModelError(f"{model}: backend=vllm needs vLLM on a CUDA machine: pip install "
+                             "vllm (qbench's 'vllm' extra)") from None
         self._vllm = vllm
         self.processor = processor
         kwargs: dict[str, Any] = {
@@ -281,10 +280,7 @@ class VLLMGenerator:
 
     def close(self) -> None:
         self.llm = None
-        with contextlib.suppress(ImportError):
-            import torch
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+        free_gpu_cache()
 
 
 # ------------------------------------------------------------------------------ level tokens
