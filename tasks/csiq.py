@@ -18,7 +18,9 @@ def image_name(image: object, dst_type: str, level: object) -> str:
     """`<img>.<TYPE>.<lev>.png`, e.g. (1600, 'jpeg 2000', 3) -> '1600.jpeg2000.3.png'."""
     word = str(dst_type).strip().lower()
     kind = FILE_TYPE.get(word, word.replace(" ", ""))
-    return f"{str(image).strip()}.{kind}.{int(float(level))}.png"
+    # a numeric name column turns float when the sheet has a blank cell: 1600.0 -> 1600
+    stem = str(int(image)) if isinstance(image, float) and image.is_integer() else str(image).strip()
+    return f"{stem}.{kind}.{int(float(level))}.png"
 
 
 @register_task

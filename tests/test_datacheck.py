@@ -81,3 +81,11 @@ def test_unknown_split_is_reported_not_raised(tmp_path, capsys):
     assert main(["data", "check", "--tasks", "agiqa3k", "--split", "train",
                  "--data-root", str(tmp_path)]) == 1
     assert capsys.readouterr().out.strip() == "agiqa3k: NOT READY: no split 'train' (has: test)"
+
+
+def test_per_task_path_overrides_the_data_root(tmp_path, capsys):
+    build_koniq(tmp_path / "elsewhere", folder="my-koniq-copy")
+    code = main(["data", "check", "--tasks", "koniq", "--data-root", str(tmp_path / "empty"),
+                 "--data", f"koniq={tmp_path / 'elsewhere' / 'my-koniq-copy'}", "--no-decode"])
+    assert code == 0
+    assert capsys.readouterr().out.startswith(f"koniq: ok: {tmp_path / 'elsewhere' / 'my-koniq-copy'}\n")

@@ -318,3 +318,10 @@ def test_meta_without_gt_score_norm_is_rescaled_over_the_file(tmp_path):
     data = get_task("spaq").load(tmp_path / "SPAQ", "test")
     assert [s.mos_norm for s in data.samples] == pytest.approx([1.0, 3.0, 2.0, 5.0])
     assert any("rescaled over this file's min/max" in note for note in data.notes)
+
+
+def test_csiq_file_names_from_sheet_words():
+    from qbench.tasks.csiq import image_name
+    assert image_name(1600, "noise", 1) == "1600.awgn.1.png"
+    assert image_name(1600.0, "jpeg 2000", 3.0) == "1600.jpeg2000.3.png"
+    assert image_name("boston", "f noise", 2) == "boston.fnoise.2.png"
