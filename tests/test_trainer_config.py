@@ -150,3 +150,31 @@ def test_cli_reports_a_bad_config_in_one_line_without_loading_torch(tmp_path):
     assert (code, torch_loaded, trl_loaded) == (2, False, False)
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and "no config.json there" in error_lines[0]
+
+
+def test_grpo_arguments_carry_the_recipe_and_extra_fields(tmp_path):
+    from qbench.trainer.train import grpo_arguments
+
+    config = load_config(write_config(tmp_path, grpo={
+        "num_generations": 4, "per_device_train_batch_size": 4, "bf16": False, "use_cpu": True,
+        "extra": {"top_p": 0.95, "mask_truncated_completions": True}}))
+    args = grpo_arguments(config, [1.0, 0.25, 0.75])
+    assert (args.num_generations, args.beta, args.epsilon, args.loss_type) == (4, 1e-3, 0.2, "grpo")
+    assert (args.learning_rate, args.temperature, args.max_completion_length) == (1e-6, 1.0, 256)
+    assert args.scale_rewards == "group" and args.remove_unused_columns is False
+    assert args.reward_weights == [1.0, 0.25, 0.75]
+    assert (args.top_p, args.mask_truncated_completions) == (0.95, True)
+    assert args.model_init_kwargs == {"dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"num_generation": 8}, r"grpo.extra: num_generation not GRPOConfig fields"),
+    ({"beta": 0.1}, r"grpo.extra: beta already set under grpo"),
+])
+def test_grpo_extra_rejects_unknown_and_duplicate_fields(tmp_path, extra, message):
+    from qbench.trainer.train import grpo_arguments
+
+    config = load_config(write_config(tmp_path, grpo={
+        "num_generations": 4, "per_device_train_batch_size": 4, "extra": extra}))
+    with pytest.raises(ConfigError, match=message):
+        grpo_arguments(config, [1.0])

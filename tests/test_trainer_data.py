@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from qbench.protocol import build_messages
@@ -170,3 +171,23 @@ def test_synthetic_degradations_generated_once_and_never_over_foreign_files(tmp_
     with pytest.raises(ConfigError, match="is not empty and holds no train.json"):
         synthetic_folder(foreign)
     assert photo.exists()
+
+
+def test_train_check_validates_config_and_data_without_a_model(sources, tmp_path, capsys):
+    from qbench.cli import main as qbench_main
+
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "config.json").write_text("{}")  # --check reads no weights
+    config = {"model": {"path": str(model)}, "output_dir": str(tmp_path / "out"),
+              "data": {"score": [{"folder": str(sources.score[0].folder)}],
+                       "degradation": [{"meta": str(sources.degradation[0].meta)}],
+                       "comparison": [{"pairs": str(sources.comparison[0].pairs)}]}}
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert qbench_main(["train", "--config", str(path), "--check"]) == 0
+    captured = capsys.readouterr()
+    printed = " ".join((captured.out + captured.err).split())
+    assert "config and data ok: 10 samples (2 comparison, 3 degradation, 5 score)" in printed
+    assert "1 missing images" in printed
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written

@@ -22,8 +22,8 @@ from PIL import Image
 from qbench.cli import main as qbench_main
 from qbench.tiny import build_tiny_qwen2_5_vl
 from qbench.trainer.config import (ComparisonSource, DataSettings, DegradationSource,
-                                   EvalSettings, GRPOSettings, ModelSettings, ScoreSource,
-                                   TrainConfig, load_config)
+                                   EvalSettings, GRPOSettings, LoraSettings, ModelSettings,
+                                   ScoreSource, TrainConfig, load_config)
 from qbench.trainer.train import train
 
 pytestmark = pytest.mark.slow
@@ -202,3 +202,32 @@ def test_resume_after_a_crash_reaches_the_last_step(tiny_model, data, tmp_path, 
     # earlier steps' logs came back with the checkpoints; each step was trained once
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
     assert (config.output_dir / "final" / "model.safetensors").exists()
+
+
+def test_lora_adapters_train_and_merge_into_a_full_checkpoint(tiny_model, data, tmp_path):
+    config = tiny_config(tiny_model, DataSettings(degradation=data.degradation), tmp_path / "lora")
+    config.lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
+    config.grpo.max_steps = config.grpo.save_steps = 2
+    result = train(config, extra_rewards=[(even_token_share, 1.0)])
+
+    before, after = tensors(tiny_model), tensors(result.final_model)
+    assert before.keys() == after.keys()  # merged: the base model's names, no adapter tensors
+    changed = {k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())}
+    adapted = {k for k in before if k.startswith("model.layers.") and k.endswith("_proj.weight")}
+    # the adapters sat on the language model's linear layers only: the vision tower is untouched
+    assert changed and changed <= adapted
+
+
+def test_processor_takes_the_recipe_image_limits_and_saves_them(tiny_model, tmp_path):
+    from qbench.backends.vlm import load_processor
+    from qbench.trainer.train import load_training_processor
+
+    settings = ModelSettings(path=tiny_model, min_pixels=3136, max_pixels=224 * 224)
+    processor = load_training_processor(settings)
+    big = Image.new("RGB", (1000, 800))
+    grid = processor.image_processor(images=[big], return_tensors="pt")["image_grid_thw"][0]
+    pixels = int(grid[1] * grid[2]) * 14 * 14
+    assert 112 * 112 < pixels <= 224 * 224     # the tiny checkpoint alone would allow 112²
+    processor.save_pretrained(tmp_path / "saved")
+    size = load_processor(tmp_path / "saved", "test").image_processor.size
+    assert (size.shortest_edge, size.longest_edge) == (3136, 224 * 224)
