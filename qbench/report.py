@@ -99,7 +99,8 @@ def _missing(value: Any) -> bool:
 def with_interval(value: float, interval: Interval | None) -> str:
     if interval is None or not math.isfinite(interval.low):
         return _fmt(value)
-    return f"{value:.4f} [{interval.low:.3f}, {interval.high:.3f}]"
+    # a no-break space keeps the interval whole when a narrow table cell wraps
+    return f"{value:.4f} [{interval.low:.3f},\u00a0{interval.high:.3f}]"
 
 
 def run_intervals(run: RunRecord, task: Task, *, resamples: int, level: float, seed: int,
@@ -330,7 +331,7 @@ def build_report(runs: Sequence[RunRecord], *, published: list[dict[str, Any]] |
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}
-th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;white-space:nowrap}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left}
 .wide{overflow-x:auto}
 th{background:#eef2f7}
 tr.published td{font-style:italic;color:#555;background:#fafafa}

@@ -135,7 +135,7 @@ def test_report_leaderboard_has_intervals_failures_and_transcripts(good_run, tmp
     metrics = json.loads((good_run / "metrics.json").read_text())
     srcc = metrics["report-score"]["srcc"]
     assert srcc > 0.8                                    # the DMOS ground truth was oriented
-    assert re.search(rf"{srcc:.4f} \[0\.\d+, 0\.\d+\]", markdown)   # value with its interval
+    assert re.search(rf"{srcc:.4f} \[0\.\d+,\s0\.\d+\]", markdown)   # value with its interval
     assert re.search(rf"{metrics['report-degradation']['class_acc_mean']:.4f} \[", markdown)
     failures = next(line for line in markdown.splitlines() if line.startswith("| report-scripted")
                     and "report-score" in line and "%" in line)
@@ -192,6 +192,9 @@ def test_bad_run_folders_are_one_line_errors(tmp_path, good_run, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["compare", str(tmp_path / "empty"), str(good_run)]) == 2
     assert "not a run folder (no manifest.json)" in capsys.readouterr().err
+
+    assert main(["compare", str(good_run), str(good_run), "--tasks", "koniq"]) == 2
+    assert "task(s) koniq not in both runs" in capsys.readouterr().err
 
     lines = (good_run / "predictions.jsonl").read_text().splitlines(keepends=True)
     (good_run / "predictions.jsonl").write_text("".join(lines[:3] + ["{not json\n"] + lines[3:]))
