@@ -124,6 +124,7 @@ class PyiqaMetric(Model):
 
 @register_model("pyiqa", family=True)
 def pyiqa_metric(metric: str, config: ModelConfig) -> Model:
+    """Any pyiqa metric: no-reference ones score, full-reference ones compare (pip install pyiqa)"""
     return PyiqaMetric(metric, config)
 
 
@@ -139,6 +140,8 @@ BRISQUE_MIN_SIDE = 16  # its 7x7 filters run on the image and on a half-size cop
 
 @register_model("brisque")
 class Brisque(Model):
+    """BRISQUE with the SVM shipped in the brisque package (lower is better)"""
+
     name = "brisque"
     lower_better = True
 

@@ -106,4 +106,5 @@ class OpenAIChat(Model):
 
 @register_model("openai", family=True)
 def openai_chat(served_model: str, config: ModelConfig) -> Model:
+    """Any OpenAI-compatible chat endpoint (e.g. vllm serve) with the Q-Insight prompts"""
     return OpenAIChat(served_model, config)

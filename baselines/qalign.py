@@ -92,13 +92,15 @@ def level_messages() -> list[dict]:
 
 @register_model("qwen-vl-levels")
 class HFVisionLevels(LevelScorer):
+    """Level-token score (Q-Align mechanism) from any local Hugging Face vision-language model"""
+
     name = "qwen-vl-levels"
+    weights = "a Hugging Face vision-language checkpoint, e.g. Qwen2.5-VL"
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.options = parse_options(HFLevelOptions, config.options, self.name)
-        path = require_model_dir(config.model_path, self.name,
-                                 "a Hugging Face vision-language checkpoint (e.g. Qwen2.5-VL)")
+        path = require_model_dir(config.model_path, self.name, self.weights)
         self.network, self.processor = load_hf_vlm(path, self.name, LoadSettings(
             device=config.device, dtype=self.options.dtype, device_map=self.options.device_map,
             attn_implementation=self.options.attn_implementation,
@@ -187,12 +189,11 @@ def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image
 class Owl2Levels(LevelScorer):
     """Level-token scoring on released mPLUG-Owl2 weights, through their own code."""
 
-    weights_name = ""
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.options = parse_options(Owl2Options, config.options, self.name)
-        path = require_model_dir(config.model_path, self.name, self.weights_name)
+        path = require_model_dir(config.model_path, self.name, self.weights)
         if not self.options.trust_remote_code:
             raise ModelError(f"{self.name}: these weights run through the Python code in "
                              f"{path}; read it, then pass --model-arg trust_remote_code=true")
@@ -247,11 +248,17 @@ class Owl2Levels(LevelScorer):
 
 @register_model("qalign")
 class QAlign(Owl2Levels):
+    """Q-Align level-token score from its released weights (opt-in remote code)"""
+
     name = "qalign"
-    weights_name = "the Q-Align weights (q-future/one-align)"
+    weights = "Q-Align weights (q-future/one-align)"
+    weights_folder = "one-align"
 
 
 @register_model("deqa-score")
 class DeQAScore(Owl2Levels):
+    """DeQA-Score level-token score from its released weights (opt-in remote code)"""
+
     name = "deqa-score"
-    weights_name = "the DeQA-Score weights (zhiyuanyou/DeQA-Score-Mix3)"
+    weights = "DeQA-Score weights (zhiyuanyou/DeQA-Score-Mix3)"
+    weights_folder = "DeQA-Score-Mix3"

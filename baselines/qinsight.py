@@ -67,9 +67,13 @@ def build_generator(config: ModelConfig, options: QInsightOptions, name: str,
 
 @register_model("qinsight")
 class QInsight(Model):
+    """Q-Insight: Qwen2.5-VL reasoning, then a rating, a distortion or a choice (local weights)"""
+
     name = "qinsight"
     kinds = frozenset({"score", "degradation", "comparison"})
     score_range = (1, 5)
+    weights = "Q-Insight weights (ByteDance/Q-Insight: score_degradation or comparison)"
+    weights_folder = "Q-Insight/score_degradation"
 
     def __init__(self, config: ModelConfig, generator: Generator | None = None):
         """`generator` replaces the backend built from the config (tests, embedding)."""
@@ -81,9 +85,8 @@ class QInsight(Model):
             top_p=self.options.top_p, max_new_tokens=self.options.max_new_tokens,
             samples=self.options.samples)
         self.seed = config.seed if self.decoding.seed is None else self.decoding.seed
-        self.generator = generator or build_generator(
-            config, self.options, self.name, "the Q-Insight weights (ByteDance/Q-Insight, "
-            "subfolder score_degradation or comparison)")
+        self.generator = generator or build_generator(config, self.options, self.name,
+                                                      self.weights)
         self._prompts: dict[str, str] = {}
 
     def prompt(self, kind: str) -> str:
