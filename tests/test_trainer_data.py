@@ -191,3 +191,20 @@ def test_train_check_validates_config_and_data_without_a_model(sources, tmp_path
     assert "config and data ok: 10 samples (2 comparison, 3 degradation, 5 score)" in printed
     assert "1 missing images" in printed
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+
+
+def test_evaluation_tasks_are_checked_before_training(tmp_path):
+    from qbench.registry import RegistryError
+    from qbench.task import DataNotFound
+    from qbench.trainer.config import EvalSettings
+    from qbench.trainer.data import check_eval_tasks
+
+    with pytest.raises(RegistryError, match="unknown task 'konik'"):
+        check_eval_tasks(EvalSettings(every=10, tasks=["konik"]))
+    with pytest.raises(ConfigError, match="eval: task koniq has no split 'dev'"):
+        check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], split="dev"))
+    with pytest.raises(DataNotFound, match="koniq: .* not found in"):
+        check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data_root=tmp_path))
+    (tmp_path / "dq").mkdir()
+    (tmp_path / "dq" / "test.json").write_text("[]")
+    check_eval_tasks(EvalSettings(every=10, tasks=["dq495k"], data={"dq495k": tmp_path / "dq"}))

@@ -10,6 +10,7 @@ recipe rewards are still computed and logged for every step.
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
@@ -231,3 +232,26 @@ def test_processor_takes_the_recipe_image_limits_and_saves_them(tiny_model, tmp_
     processor.save_pretrained(tmp_path / "saved")
     size = load_processor(tmp_path / "saved", "test").image_processor.size
     assert (size.shortest_edge, size.longest_edge) == (3136, 224 * 224)
+
+
+def test_a_failed_periodic_evaluation_is_recorded_and_training_goes_on(tmp_path):
+    from rich.console import Console
+    from transformers import TrainerControl, TrainerState
+
+    from qbench.trainer.train import harness_callback
+
+    settings = EvalSettings(every=2, tasks=["dq495k"], data={"dq495k": tmp_path})
+    printed = io.StringIO()
+    callback = harness_callback(settings, tmp_path / "run", Console(file=printed, width=200))
+    state = TrainerState()
+    state.global_step = 2  # checkpoint-2 was never written: the harness cannot load a model
+    callback.on_save(None, state, TrainerControl())
+    history = [json.loads(line) for line in
+               (tmp_path / "run" / "eval" / "history.jsonl").read_text().splitlines()]
+    assert len(history) == 1 and history[0]["step"] == 2
+    assert "checkpoint-2" in history[0]["eval/error"]
+    assert state.log_history == history
+    assert "step 2 evaluation: eval/error" in printed.getvalue()
+    state.global_step = 3  # not a multiple of `every`: nothing runs
+    callback.on_save(None, state, TrainerControl())
+    assert len((tmp_path / "run" / "eval" / "history.jsonl").read_text().splitlines()) == 1

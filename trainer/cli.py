@@ -22,7 +22,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
         config.output_dir = args.output_dir
     validate(config)
     if args.check:
-        from .data import collect_samples
+        from .data import check_eval_tasks, collect_samples
+        if config.eval.every:
+            check_eval_tasks(config.eval)
         data = collect_samples(config.data)
         for note in data.notes:
             console.print(f"[yellow]{note}[/]")

@@ -25,7 +25,8 @@ from qbench.tasks._formats import drop_note, read_json_records, safe_path
 from qbench.tasks.dq495k import read_dq_meta
 from qbench.tasks.synthetic import FIT_PHOTOS, bundled_photo, generate
 
-from .config import ComparisonSource, ConfigError, DataSettings, DegradationSource, ScoreSource
+from .config import (ComparisonSource, ConfigError, DataSettings, DegradationSource,
+                     EvalSettings, ScoreSource)
 
 SYNTHETIC_META = "train.json"
 
@@ -101,6 +102,18 @@ def degradation_samples(source: DegradationSource) -> TaskData:
         return read_dq_meta(folder, folder / SYNTHETIC_META, "synthetic-degradation")
     assert source.meta is not None
     return read_dq_meta(source.images or source.meta.parent, source.meta, "dq-train")
+
+
+def check_eval_tasks(settings: EvalSettings) -> None:
+    """Every task of the periodic evaluation is known, has the split and its data is found:
+    checked before training, not discovered at the first checkpoint."""
+    for name in settings.tasks:
+        task = get_task(name)
+        split = settings.split or task.default_split
+        if split not in task.splits:
+            raise ConfigError(f"eval: task {name} has no split {split!r} "
+                              f"(has: {', '.join(task.splits)})")
+        task.locate(settings.data_root, settings.data.get(name))
 
 
 def comparison_samples(source: ComparisonSource) -> TaskData:

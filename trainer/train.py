@@ -17,10 +17,9 @@ from typing import Any
 from rich.console import Console
 
 from qbench import manifest as mf
-from qbench.model import ModelError
 
 from .config import ConfigError, EvalSettings, ModelSettings, TrainConfig, validate
-from .data import TrainingData, collect_samples, to_dataset
+from .data import TrainingData, check_eval_tasks, collect_samples, to_dataset
 from .rewards import reward_functions
 
 FINAL = "final"
@@ -101,8 +100,9 @@ def resume_checkpoint(config: TrainConfig) -> Path | None:
 
 
 def evaluate_checkpoint(checkpoint: Path, settings: EvalSettings, output_dir: Path,
-                        run_name: str) -> dict[str, float]:
-    """Run the harness on a checkpoint; every number it reports, keyed eval/<task>/<metric>."""
+                        run_name: str) -> dict[str, Any]:
+    """Run the harness on a checkpoint: every number it reports, keyed eval/<task>/<metric>,
+    and the reason of any task it skipped."""
     from qbench.runner import RunConfig, run
     result = run(RunConfig(
         model=settings.model, tasks=list(settings.tasks), model_path=checkpoint,
@@ -110,20 +110,22 @@ def evaluate_checkpoint(checkpoint: Path, settings: EvalSettings, output_dir: Pa
         data_paths=dict(settings.data), split=settings.split, batch_size=settings.batch_size,
         limit=settings.limit, output_dir=output_dir, run_name=run_name, device=settings.device,
         progress=False))
-    numbers: dict[str, float] = {}
+    found: dict[str, Any] = {}
     for outcome in result.outcomes:
         if outcome.metrics is None:
-            raise ModelError(f"evaluation of {checkpoint}: task {outcome.task} skipped: "
-                             f"{outcome.skipped}")
+            found[f"eval/{outcome.task}/skipped"] = outcome.skipped
+            continue
         for key, value in outcome.metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                numbers[f"eval/{outcome.task}/{key}"] = float(value)
-    return numbers
+                found[f"eval/{outcome.task}/{key}"] = float(value)
+    return found
 
 
-def harness_callback(settings: EvalSettings, output_dir: Path):  # -> TrainerCallback
+def harness_callback(settings: EvalSettings, output_dir: Path,
+                     console: Console):  # -> TrainerCallback
     """Evaluates each checkpoint whose step is a multiple of `settings.every`, on the main
-    process, through `qbench run`; the numbers join the training log."""
+    process, through `qbench run`; the numbers join the training log and eval/history.jsonl.
+    A failed evaluation is recorded there and training goes on: it must not cost the run."""
     from transformers import TrainerCallback
 
     class HarnessEvaluation(TrainerCallback):
@@ -131,11 +133,18 @@ def harness_callback(settings: EvalSettings, output_dir: Path):  # -> TrainerCal
             if state.global_step % settings.every or not state.is_world_process_zero:
                 return
             step = state.global_step
-            numbers = evaluate_checkpoint(output_dir / f"checkpoint-{step}", settings,
-                                          output_dir / "eval", f"step-{step}")
-            state.log_history.append({"step": step, **numbers})
+            try:
+                found = evaluate_checkpoint(output_dir / f"checkpoint-{step}", settings,
+                                            output_dir / "eval", f"step-{step}")
+            except Exception as exc:  # noqa: BLE001 (reported below, training continues)
+                found = {"eval/error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+            problems = {k: v for k, v in found.items() if isinstance(v, str)}
+            for key, why in problems.items():
+                console.print(f"[yellow]step {step} evaluation: {key}: {why}[/]", soft_wrap=True)
+            state.log_history.append({"step": step, **found})
+            (output_dir / "eval").mkdir(parents=True, exist_ok=True)
             with (output_dir / "eval" / "history.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, **numbers}) + "\n")
+                f.write(json.dumps({"step": step, **found}) + "\n")
 
     return HarnessEvaluation()
 
@@ -191,6 +200,8 @@ def train(config: TrainConfig, *, console: Console | None = None,
     recipe's (tests use one with variance on a random model); `callbacks` are TrainerCallbacks."""
     console = console or Console(stderr=True)
     validate(config)
+    if config.eval.every:
+        check_eval_tasks(config.eval)
     data = collect_samples(config.data)
     for note in data.notes:
         console.print(f"[yellow]{note}[/]")
@@ -202,7 +213,7 @@ def train(config: TrainConfig, *, console: Console | None = None,
 
     hooks = list(callbacks)
     if config.eval.every:
-        hooks.append(harness_callback(config.eval, config.output_dir))
+        hooks.append(harness_callback(config.eval, config.output_dir, console))
     trainer = grpo_trainer_class()(model=str(config.model.path), reward_funcs=funcs, args=args,
                           train_dataset=to_dataset(data.samples, config.data.image_first),
                           processing_class=processor, peft_config=lora_config(config),
