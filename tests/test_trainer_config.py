@@ -170,6 +170,7 @@ def test_grpo_arguments_carry_the_recipe_and_extra_fields(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     ({"num_generation": 8}, r"grpo.extra: num_generation not GRPOConfig fields"),
     ({"beta": 0.1}, r"grpo.extra: beta already set under grpo"),
+    ({"remove_unused_columns": True}, r"grpo.extra: remove_unused_columns set by the trainer"),
 ])
 def test_grpo_extra_rejects_unknown_and_duplicate_fields(tmp_path, extra, message):
     from qbench.trainer.train import grpo_arguments
@@ -178,3 +179,11 @@ def test_grpo_extra_rejects_unknown_and_duplicate_fields(tmp_path, extra, messag
         "num_generations": 4, "per_device_train_batch_size": 4, "extra": extra}))
     with pytest.raises(ConfigError, match=message):
         grpo_arguments(config, [1.0])
+
+
+def test_lora_under_zero3_is_refused_before_loading(tmp_path, monkeypatch):
+    path = write_config(tmp_path, lora={"enabled": True})
+    assert load_config(path).lora.enabled
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")  # what accelerate launch sets
+    with pytest.raises(ConfigError, match="lora.enabled under DeepSpeed ZeRO-3"):
+        load_config(path)

@@ -107,6 +107,7 @@ def test_grpo_steps_train_log_save_and_evaluate(tiny_model, data, tmp_path):
         assert entry["rewards/even_token_share/std"] > 0  # the variance that drives the update
 
     before, after = tensors(tiny_model), tensors(result.final_model)
+    assert (result.final_model / "processor_config.json").exists()  # loadable on its own
     assert before.keys() == after.keys()
     changed = [k for k in before if not np.array_equal(before[k].numpy(), after[k].numpy())]
     assert changed and all(np.isfinite(after[k].numpy()).all() for k in changed)

@@ -297,6 +297,9 @@ def check_settings(config: TrainConfig, processes: int) -> None:
     if e.every < 0 or (e.every and e.every % g.save_steps):
         raise ConfigError(f"eval.every ({e.every}) must be 0 or a multiple of grpo.save_steps "
                           f"({g.save_steps}): it evaluates the checkpoint just saved")
+    if config.lora.enabled and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise ConfigError("lora.enabled under DeepSpeed ZeRO-3: the adapter cannot be merged "
+                          "from sharded weights; launch with accelerate_zero2.yaml or on one GPU")
     if e.every and config.lora.enabled:
         raise ConfigError("eval.every with lora.enabled: checkpoints hold only the adapter; "
                           "evaluate the merged final model (output_dir/final) instead")

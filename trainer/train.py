@@ -51,31 +51,31 @@ def load_training_processor(settings: ModelSettings):
     return processor
 
 
-# Fields of GRPOSettings that are not GRPOConfig arguments of the same name.
-_NOT_GRPO_ARGS = {"extra"}
-
-
 def grpo_arguments(config: TrainConfig, reward_weights: Sequence[float]):  # -> trl.GRPOConfig
     """GRPOConfig from the recipe settings, plus `grpo.extra` for any other GRPOConfig field."""
     from trl import GRPOConfig
 
-    named = {f.name: getattr(config.grpo, f.name) for f in dataclasses.fields(config.grpo)
-             if f.name not in _NOT_GRPO_ARGS}
-    known = {f.name for f in dataclasses.fields(GRPOConfig)}
-    unknown = sorted(set(config.grpo.extra) - known)
-    if unknown:
-        raise ConfigError(f"grpo.extra: {', '.join(unknown)} not GRPOConfig fields")
-    twice = sorted(set(config.grpo.extra) & set(named))
-    if twice:
-        raise ConfigError(f"grpo.extra: {', '.join(twice)} already set under grpo")
     init = {"dtype": config.model.dtype}
     if config.model.attn_implementation:
         init["attn_implementation"] = config.model.attn_implementation
-    return GRPOConfig(
-        output_dir=str(config.output_dir), save_strategy="steps", logging_strategy="steps",
-        remove_unused_columns=False,  # the ground-truth columns must reach the rewards
-        scale_rewards="group",        # A_i = (r_i − mean) / std within the group
-        reward_weights=list(reward_weights), model_init_kwargs=init, **named, **config.grpo.extra)
+    fixed = {"output_dir": str(config.output_dir), "save_strategy": "steps",
+             "logging_strategy": "steps",
+             "remove_unused_columns": False,  # the ground-truth columns must reach the rewards
+             "scale_rewards": "group",        # A_i = (r_i − mean) / std within the group
+             "reward_weights": list(reward_weights), "model_init_kwargs": init}
+    named = {f.name: getattr(config.grpo, f.name) for f in dataclasses.fields(config.grpo)
+             if f.name != "extra"}
+    extra = config.grpo.extra
+    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(GRPOConfig)})
+    if unknown:
+        raise ConfigError(f"grpo.extra: {', '.join(unknown)} not GRPOConfig fields")
+    twice = sorted(set(extra) & set(named))
+    if twice:
+        raise ConfigError(f"grpo.extra: {', '.join(twice)} already set under grpo")
+    taken = sorted(set(extra) & set(fixed))
+    if taken:
+        raise ConfigError(f"grpo.extra: {', '.join(taken)} set by the trainer itself")
+    return GRPOConfig(**fixed, **named, **extra)
 
 
 def lora_config(config: TrainConfig):  # -> peft.LoraConfig | None
@@ -214,14 +214,11 @@ def train(config: TrainConfig, *, console: Console | None = None,
     hooks = list(callbacks)
     if config.eval.every:
         hooks.append(harness_callback(config.eval, config.output_dir, console))
-    trainer = grpo_trainer_class()(model=str(config.model.path), reward_funcs=funcs, args=args,
-                          train_dataset=to_dataset(data.samples, config.data.image_first),
-                          processing_class=processor, peft_config=lora_config(config),
-                          callbacks=hooks)
-    if config.lora.enabled and trainer.is_deepspeed_enabled and \
-            trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
-        raise ConfigError("lora.enabled with DeepSpeed ZeRO-3: the adapter cannot be merged "
-                          "from sharded weights; use accelerate_zero2.yaml or one GPU")
+    trainer_class = grpo_trainer_class()
+    trainer = trainer_class(model=str(config.model.path), reward_funcs=funcs, args=args,
+                            train_dataset=to_dataset(data.samples, config.data.image_first),
+                            processing_class=processor, peft_config=lora_config(config),
+                            callbacks=hooks)
     resumed = resume_checkpoint(config)
     if resumed is not None:
         console.print(f"resuming from {resumed}", soft_wrap=True)
