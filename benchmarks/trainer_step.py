@@ -79,7 +79,7 @@ def worker(beta: float, device: str, steps: int, work: Path) -> dict:
 def run_isolated(beta: float, device: str, steps: int, work: Path) -> dict:
     out = subprocess.run([sys.executable, __file__, "--worker", "--beta", str(beta),
                           "--devices", device, "--steps", str(steps), "--work", str(work)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     if out.returncode != 0:
         tail = (out.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise SystemExit(f"benchmark run beta={beta} on {device} failed: {tail}")
@@ -89,7 +89,8 @@ def run_isolated(beta: float, device: str, steps: int, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--devices", default=None, help="cpu,cuda (default: cpu, and cuda if present)")
+    parser.add_argument("--devices", default=None,
+                        help="cpu,cuda (default: cpu, and cuda if present)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--beta", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -114,8 +115,10 @@ def main() -> None:
                 print(f"  beta={row['beta']:<6g} {row['s_per_step']:.3f} s/step   "
                       f"{memory} {row['peak_mb']:.1f} MiB")
             without, with_ref = rows
-            print(f"  reference model (beta 1e-3 vs 0): time x{with_ref['s_per_step'] / without['s_per_step']:.2f}, "
-                  f"memory x{with_ref['peak_mb'] / without['peak_mb']:.3f}")
+            time_ratio = with_ref["s_per_step"] / without["s_per_step"]
+            memory_ratio = with_ref["peak_mb"] / without["peak_mb"]
+            print(f"  reference model (beta 1e-3 vs 0): time x{time_ratio:.2f}, "
+                  f"memory x{memory_ratio:.3f}")
 
 
 if __name__ == "__main__":

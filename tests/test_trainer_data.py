@@ -39,7 +39,8 @@ def sources(tmp_path: Path) -> DataSettings:
     (koniq / "koniq10k_distributions_sets.csv").write_text("\n".join(rows) + "\n")
 
     dq = tmp_path / "dq"
-    records = [{"img_lq": write_image(dq / "n.png", 10), "distortion_class": "noise", "severity": 2},
+    records = [{"img_lq": write_image(dq / "n.png", 10), "distortion_class": "noise",
+                "severity": 2},
                {"img_lq": write_image(dq / "j.png", 11, "L"), "distortion_class": "JPEG",
                 "severity": 5},
                {"img_lq": write_image(dq / "c.png", 12), "distortion_class": "null", "severity": 0},
@@ -90,7 +91,7 @@ def test_rows_carry_the_protocol_prompt_and_decoded_images(sources):
     samples = collect_samples(sources).samples
     rows = to_dataset(samples, image_first=True)
     assert len(rows) == len(samples)
-    for row, sample in zip(rows, samples):
+    for row, sample in zip(rows, samples, strict=True):
         assert row["kind"] == sample.kind
         assert row["prompt"] == build_messages(sample.kind, image_first=True)
         placeholders = sum(part["type"] == "image" for message in row["prompt"]
@@ -105,7 +106,8 @@ def correct_answer(row: dict) -> str:
     if row["kind"] == "score":
         answer = f'{{"rating": {row["mos_norm"]:.2f}}}'
     elif row["kind"] == "degradation":
-        answer = json.dumps({"distortion_class": row["distortion_class"], "severity": row["severity"]})
+        answer = json.dumps({"distortion_class": row["distortion_class"],
+                             "severity": row["severity"]})
     else:
         answer = row["choice"]
     return f"<think>looking</think><answer>{answer}</answer>"
@@ -127,7 +129,8 @@ def test_each_row_reaches_its_own_rewards(sources):
             assert applied == {"score": [True, True, False, False, False],
                                "degradation": [True, False, True, True, False],
                                "comparison": [True, False, False, False, True]}[row["kind"]]
-            total = sum(w * v[i] for w, v in zip(weights, values) if v[i] is not None)
+            total = sum(w * v[i] for w, v in zip(weights, values, strict=True)
+                        if v[i] is not None)
             assert total == pytest.approx(expected_total)  # "{}": the format reward alone
 
 

@@ -37,7 +37,8 @@ def even_token_share(completion_ids, **_):
 
 def image(path: Path, seed: int) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(path)
+    pixels = np.random.default_rng(seed).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
     return path.name
 
 
@@ -177,7 +178,9 @@ def test_resume_after_a_crash_reaches_the_last_step(tiny_model, data, tmp_path, 
         "output_dir": str(tmp_path / "run")}
     path.write_text(yaml.safe_dump(settings))
     config = load_config(path)
-    checkpoints = lambda: sorted(p.name for p in config.output_dir.glob("checkpoint-*"))  # noqa: E731
+
+    def checkpoints() -> list[str]:
+        return sorted(p.name for p in config.output_dir.glob("checkpoint-*"))
 
     with pytest.raises(SimulatedCrash, match="after saving step 1"):
         train(config, extra_rewards=[(even_token_share, 1.0)], callbacks=[crash_after_saving(1)])
@@ -189,7 +192,8 @@ def test_resume_after_a_crash_reaches_the_last_step(tiny_model, data, tmp_path, 
               callbacks=[weights_at_start(started), crash_after_saving(2)])
     assert checkpoints() == ["checkpoint-1", "checkpoint-2"]
     # the resumed run started from step 1's weights, not the base model's
-    step1 = AutoModelForImageTextToText.from_pretrained(config.output_dir / "checkpoint-1").state_dict()
+    step1 = AutoModelForImageTextToText.from_pretrained(
+        config.output_dir / "checkpoint-1").state_dict()
     base = AutoModelForImageTextToText.from_pretrained(tiny_model).state_dict()
     assert started.keys() == step1.keys()
     assert all(np.array_equal(started[k].numpy(), step1[k].numpy()) for k in step1)

@@ -63,7 +63,7 @@ def test_format_reward_logs_both_strictness_rates():
     texts = [tagged('{"rating": 2}'), '<think>\nx\n</think>\n<answer>\n{"rating": 2}\n</answer>',
              "nothing", tagged('{"rating": 4}')]
     rewards = format_reward([chat(t) for t in texts], ["score"] * 4, strict=True,
-                            log_metric=lambda name, value: logged.__setitem__(name, value))
+                            log_metric=logged.__setitem__)
     assert rewards == [0.0, 1.0, 0.0, 0.0]
     assert logged == {"format/loose_rate": 0.75, "format/strict_rate": 0.25}
 
@@ -87,8 +87,8 @@ def test_score_reward_threshold_is_strict_at_epsilon():
 
 
 def test_score_reward_skips_other_kinds():
-    rewards = score_reward([chat(tagged('{"rating": 3}'))] * 3, ["score", "degradation", "comparison"],
-                           [3.0, None, None])
+    rewards = score_reward([chat(tagged('{"rating": 3}'))] * 3,
+                           ["score", "degradation", "comparison"], [3.0, None, None])
     assert rewards == [1.0, None, None]
 
 
@@ -157,7 +157,7 @@ def weighted_total(text: str, row: dict, settings: RewardSettings) -> float:
     funcs, weights = reward_functions(settings, ["score", "degradation", "comparison"])
     columns = {key: [value] for key, value in row.items()}
     values = [f(completions=[chat(text)], **columns)[0] for f in funcs]
-    return sum(w * v for w, v in zip(weights, values) if v is not None)
+    return sum(w * v for w, v in zip(weights, values, strict=True) if v is not None)
 
 
 DEGRADATION_ROW = {"kind": "degradation", "mos_norm": None, "distortion_class": "blur",

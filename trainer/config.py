@@ -336,11 +336,13 @@ def check_files(config: TrainConfig) -> None:
             raise ConfigError(f"data.comparison[{i}].images {c.images} is not a folder")
     if config.resume not in ("auto", "never") and not Path(config.resume).is_dir():
         raise ConfigError(f"resume: checkpoint folder {config.resume} not found")
-    if config.eval.every and config.eval.data_root is not None and not config.eval.data_root.is_dir():
-        raise ConfigError(f"eval.data_root {config.eval.data_root} is not a folder")
+    root = config.eval.data_root
+    if config.eval.every and root is not None and not root.is_dir():
+        raise ConfigError(f"eval.data_root {root} is not a folder")
 
 
-def validate(config: TrainConfig, *, check_paths: bool = True, processes: int | None = None) -> None:
+def validate(config: TrainConfig, *, check_paths: bool = True,
+             processes: int | None = None) -> None:
     check_settings(config, processes or world_size())
     if check_paths:
         check_files(config)

@@ -67,7 +67,8 @@ def read_comparison_pairs(pairs: Path, images: Path, task: str = "diffiqa") -> T
 def score_samples(source: ScoreSource) -> TaskData:
     task = get_task(source.task)
     if task.kind != "score":
-        raise ConfigError(f"data.score: task {source.task} answers {task.kind} questions, not score")
+        raise ConfigError(f"data.score: task {source.task} answers {task.kind} questions, "
+                          f"not score")
     if source.split not in task.splits:
         raise ConfigError(f"data.score: task {source.task} has no split {source.split!r} "
                           f"(has: {', '.join(task.splits)})")
@@ -136,7 +137,8 @@ def check_images(samples: Sequence[Sample], workers: int = 8) -> tuple[list[Samp
     """Drop samples whose images are missing or unreadable; a note counts them and names one."""
     paths = sorted({p for s in samples for p in s.images})
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        problems = {p: why for p, why in zip(paths, pool.map(image_problem, paths)) if why}
+        found = zip(paths, pool.map(image_problem, paths), strict=True)
+        problems = {p: why for p, why in found if why}
     if not problems:
         return list(samples), []
     kept = [s for s in samples if not any(p in problems for p in s.images)]

@@ -34,7 +34,8 @@ def completion_text(completion: Any) -> str:
         if isinstance(content, str):
             parts.append(content)
         elif isinstance(content, list):
-            parts.extend(block.get("text") or "" for block in content if block.get("type") == "text")
+            parts.extend(block.get("text") or "" for block in content
+                         if block.get("type") == "text")
     return "".join(parts)
 
 
@@ -45,8 +46,9 @@ def format_reward(completions: Sequence[Any], kind: Sequence[str], *, strict: bo
     run shows when the newline-strict pattern is what holds the format reward down."""
     texts = [completion_text(c) for c in completions]
     json_answer = [k != "comparison" for k in kind]
-    loose = [format_ok(t, strict=False, json_answer=j) for t, j in zip(texts, json_answer)]
-    tight = [format_ok(t, strict=True, json_answer=j) for t, j in zip(texts, json_answer)]
+    pairs = list(zip(texts, json_answer, strict=True))
+    loose = [format_ok(t, strict=False, json_answer=j) for t, j in pairs]
+    tight = [format_ok(t, strict=True, json_answer=j) for t, j in pairs]
     if log_metric is not None and texts:
         log_metric("format/loose_rate", sum(loose) / len(texts))
         log_metric("format/strict_rate", sum(tight) / len(texts))
@@ -57,7 +59,7 @@ def score_reward(completions: Sequence[Any], kind: Sequence[str], mos_norm: Sequ
                  epsilon: float = 0.35, **_: Any) -> list[Reward]:
     """1 when |predicted rating − MOS on [1, 5]| < epsilon."""
     out: list[Reward] = []
-    for completion, k, truth in zip(completions, kind, mos_norm):
+    for completion, k, truth in zip(completions, kind, mos_norm, strict=True):
         if k != "score":
             out.append(None)
             continue
@@ -71,7 +73,8 @@ def _degradation_hits(completions: Sequence[Any], kind: Sequence[str],
                       ) -> list[tuple[bool, bool] | None]:
     """(class right, class and level right) per degradation sample, None for other kinds."""
     out: list[tuple[bool, bool] | None] = []
-    for completion, k, cls, level in zip(completions, kind, distortion_class, severity):
+    rows = zip(completions, kind, distortion_class, severity, strict=True)
+    for completion, k, cls, level in rows:
         if k != "degradation":
             out.append(None)
             continue
@@ -101,7 +104,7 @@ def comparison_reward(completions: Sequence[Any], kind: Sequence[str], choice: S
                       **_: Any) -> list[Reward]:
     """1 when the tagged answer, stripped, is exactly the label (Image A | Image B | Similar)."""
     out: list[Reward] = []
-    for completion, k, label in zip(completions, kind, choice):
+    for completion, k, label in zip(completions, kind, choice, strict=True):
         if k != "comparison":
             out.append(None)
             continue

@@ -136,7 +136,7 @@ def harness_callback(settings: EvalSettings, output_dir: Path,
             try:
                 found = evaluate_checkpoint(output_dir / f"checkpoint-{step}", settings,
                                             output_dir / "eval", f"step-{step}")
-            except Exception as exc:  # noqa: BLE001 (reported below, training continues)
+            except Exception as exc:  # reported below; training continues
                 found = {"eval/error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
             problems = {k: v for k, v in found.items() if isinstance(v, str)}
             for key, why in problems.items():
@@ -205,7 +205,8 @@ def train(config: TrainConfig, *, console: Console | None = None,
     data = collect_samples(config.data)
     for note in data.notes:
         console.print(f"[yellow]{note}[/]")
-    console.print("training mix: " + ", ".join(f"{n} {k}" for k, n in sorted(data.counts().items())))
+    mix = ", ".join(f"{n} {kind}" for kind, n in sorted(data.counts().items()))
+    console.print(f"training mix: {mix}")
     funcs, weights = reward_functions(config.rewards, sorted(data.counts()))
     funcs += [f for f, _ in extra_rewards]
     args = grpo_arguments(config, weights + [w for _, w in extra_rewards])
