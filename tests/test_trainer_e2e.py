@@ -49,16 +49,19 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> DataSettings:
+    """One training sample of each kind, so that 3 steps of one prompt (one epoch) put every
+    kind through generation and its rewards; the DQ test split holds 4 for the evaluation."""
     root = tmp_path_factory.mktemp("data")
     koniq = root / "koniq"
     names = [image(koniq / "1024x768" / f"k{i}.jpg", i) for i in range(3)]
-    (koniq / "koniq10k_distributions_sets.csv").write_text(
-        "image_name,MOS,set\n" + "".join(f"{n},{2 + i},training\n" for i, n in enumerate(names)))
+    sets = ("training", "test", "test")
+    (koniq / "koniq10k_distributions_sets.csv").write_text("image_name,MOS,set\n" + "".join(
+        f"{n},{2 + i},{split}\n" for i, (n, split) in enumerate(zip(names, sets, strict=True))))
     dq = root / "dq495k"
     records = [{"img_lq": image(dq / f"d{i}.png", 10 + i), "distortion_class": cls,
                 "severity": level} for i, (cls, level) in enumerate([("noise", 2), ("blur", 4),
                                                                       ("null", 0), ("JPEG", 3)])]
-    (dq / "train.json").write_text(json.dumps(records))
+    (dq / "train.json").write_text(json.dumps(records[:1]))
     (dq / "test.json").write_text(json.dumps(records))  # the eval split of the harness task
     pairs = root / "diffiqa"
     for name, seed in (("r.png", 20), ("a.png", 21), ("b.png", 22)):
@@ -106,6 +109,12 @@ def test_grpo_steps_train_log_save_and_evaluate(tiny_model, data, tmp_path):
             assert f"rewards/{name}/mean" in entry
         assert entry["format/loose_rate"] == 0.0 and entry["format/strict_rate"] == 0.0
         assert entry["rewards/even_token_share/std"] > 0  # the variance that drives the update
+    # each kind's own reward was computed on exactly one step (logged as None on the steps
+    # whose prompt was of another kind)
+    for name in ("score_reward", "degradation_class_reward", "comparison_reward"):
+        assert sum(h[f"rewards/{name}/mean"] is not None for h in steps) == 1
+    # β = 1e-3: the reference model is there, and the policy moves away from it
+    assert steps[0]["kl"] == 0.0 and steps[-1]["kl"] > 0
 
     before, after = tensors(tiny_model), tensors(result.final_model)
     assert (result.final_model / "processor_config.json").exists()  # loadable on its own
@@ -114,7 +123,7 @@ def test_grpo_steps_train_log_save_and_evaluate(tiny_model, data, tmp_path):
     assert changed and all(np.isfinite(after[k].numpy()).all() for k in changed)
 
     recorded = json.loads((config.output_dir / "train_config.json").read_text())
-    assert recorded["samples"] == {"score": 3, "degradation": 4, "comparison": 1}
+    assert recorded["samples"] == {"score": 1, "degradation": 1, "comparison": 1}
 
     # the periodic evaluation ran on checkpoint-3 through the harness
     history = [json.loads(line) for line in
