@@ -3,17 +3,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from .images import ImageError
 from .model import ModelError
-from .registry import MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins
+from .registry import (MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins,
+                       model_class)
 from .results import format_table, read_leaderboard, summary_columns, with_published
 from .runner import RunConfig, expand_tasks, merge, run
-from .task import DataError, default_data_root
+from .settings import user_settings, weights_path
+from .task import DataError
 
 USER_ERRORS = (DataError, ModelError, RegistryError, ImageError, ValueError, FileNotFoundError)
 # Modules that add their own verbs: each defines add_parser(subparsers), whose parser sets
@@ -59,10 +63,13 @@ def _positive(text: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    settings = user_settings()
+    factory = model_class(args.model)
     config = RunConfig(
         model=args.model, tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
-        model_path=args.model_path, data_root=args.data_root or default_data_root(),
-        data_paths={k: Path(v) for k, v in _key_values(args.data, "--data").items()},
+        model_path=weights_path(args.model, getattr(factory, "weights_folder", None), args.model_path),
+        data_root=args.data_root or settings.data_root,
+        data_paths=settings.data | {k: Path(v) for k, v in _key_values(args.data, "--data").items()},
         model_options={k: _option_value(v) for k, v in _key_values(args.model_arg, "--model-arg").items()},
         split=args.split, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
         shard=args.shard, output_dir=args.output, run_name=args.run_name, device=args.device,
@@ -95,14 +102,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     from tabulate import tabulate
     load_plugins()
-    data_root = args.data_root or default_data_root()
+    settings = user_settings()
+    data_root = args.data_root or settings.data_root
     rows = []
     for name in sorted(TASKS):
         task = TASKS[name]()
         try:
-            status = f"ready: {task.locate(data_root)}"
+            status = f"ready: {task.locate(data_root, settings.data.get(name))}"
         except DataError as exc:
-            status = f"not found: {exc}"
+            status = f"not found: {str(exc).removeprefix(name + ': ')}"
         rows.append([name, task.kind, task.default_split, status])
     print(tabulate(rows, headers=["task", "kind", "split", "data"]))
     print()
@@ -111,9 +119,19 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         label = name if name in MODELS else f"{name}:<name>"
         kinds = ",".join(sorted(getattr(factory, "kinds", ())))
         doc = (factory.__doc__ or "").strip().splitlines()
-        rows.append([label, kinds, doc[0] if doc else ""])
-    print(tabulate(rows, headers=["model", "answers", "description"]))
+        rows.append([label, kinds, _weights_status(name, factory), doc[0] if doc else ""])
+    print(tabulate(rows, headers=["model", "answers", "weights", "description"]))
     return 0
+
+
+def _weights_status(name: str, factory: object) -> str:
+    needs = getattr(factory, "weights", None)
+    if not needs:
+        return "none needed"
+    path = weights_path(name, getattr(factory, "weights_folder", None))
+    if path is None:
+        return f"pass --model-path ({needs})"
+    return f"{'ready' if path.exists() else 'not found'}: {path}"
 
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
@@ -165,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="model option (repeatable), e.g. backend=vllm")
     p.add_argument("--data-root", type=Path, help="folder holding one sub-folder per task "
-                   "(default: $QBENCH_DATA_ROOT)")
+                   "(default: $QBENCH_DATA_ROOT or the config file)")
     p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
                    help="folder of one task, overriding --data-root (repeatable)")
     p.add_argument("--split")
@@ -215,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
             include(path)
         return args.func(args, console)
     except USER_ERRORS as exc:
-        console.print(f"[red]qbench: error:[/] {exc}", highlight=False, soft_wrap=True)
+        console.print(f"[red]qbench: error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
+    except BrokenPipeError:  # `qbench list | head`: the reader left, nothing went wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
