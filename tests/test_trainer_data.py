@@ -196,18 +196,24 @@ def test_train_check_validates_config_and_data_without_a_model(sources, tmp_path
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 
 
-def test_evaluation_tasks_are_checked_before_training(tmp_path):
+def test_evaluation_tasks_are_checked_before_training(sources, tmp_path):
     from qbench.registry import RegistryError
     from qbench.task import DataNotFound
     from qbench.trainer.config import EvalSettings
     from qbench.trainer.data import check_eval_tasks
 
+    training = collect_samples(sources).samples
     with pytest.raises(RegistryError, match="unknown task 'konik'"):
-        check_eval_tasks(EvalSettings(every=10, tasks=["konik"]))
+        check_eval_tasks(EvalSettings(every=10, tasks=["konik"]), training)
     with pytest.raises(ConfigError, match="eval: task koniq has no split 'dev'"):
-        check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], split="dev"))
+        check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], split="dev"), training)
     with pytest.raises(DataNotFound, match="koniq: .* not found in"):
-        check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data_root=tmp_path))
-    (tmp_path / "dq").mkdir()
-    (tmp_path / "dq" / "test.json").write_text("[]")
-    check_eval_tasks(EvalSettings(every=10, tasks=["dq495k"], data={"dq495k": tmp_path / "dq"}))
+        check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data_root=tmp_path / "none"),
+                         training)
+    koniq = {"koniq": sources.score[0].folder}
+    # the fixture's KonIQ test split (k9.jpg) is not a training image
+    assert check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data=koniq), training) == []
+    # evaluating on the training split itself is reported
+    notes = check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data=koniq, split="train"),
+                             training)
+    assert len(notes) == 1 and "5 of 5 koniq train samples are training images too" in notes[0]

@@ -23,9 +23,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     validate(config)
     if args.check:
         from .data import check_eval_tasks, collect_samples
-        if config.eval.every:
-            check_eval_tasks(config.eval)
         data = collect_samples(config.data)
+        if config.eval.every:
+            data.notes += check_eval_tasks(config.eval, data.samples)
         for note in data.notes:
             console.print(f"[yellow]{note}[/]")
         counts = ", ".join(f"{n} {kind}" for kind, n in sorted(data.counts().items()))

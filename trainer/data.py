@@ -105,16 +105,24 @@ def degradation_samples(source: DegradationSource) -> TaskData:
     return read_dq_meta(source.images or source.meta.parent, source.meta, "dq-train")
 
 
-def check_eval_tasks(settings: EvalSettings) -> None:
-    """Every task of the periodic evaluation is known, has the split and its data is found:
-    checked before training, not discovered at the first checkpoint."""
+def check_eval_tasks(settings: EvalSettings, training: Sequence[Sample]) -> list[str]:
+    """Every task of the periodic evaluation is known, has the split and loads: checked before
+    training, not discovered at the first checkpoint. Returns a note for each task whose
+    evaluation images are also training images (a held-out split that is not held out)."""
+    trained = {Path(p).resolve() for s in training for p in s.images}
+    notes = []
     for name in settings.tasks:
         task = get_task(name)
         split = settings.split or task.default_split
         if split not in task.splits:
             raise ConfigError(f"eval: task {name} has no split {split!r} "
                               f"(has: {', '.join(task.splits)})")
-        task.locate(settings.data_root, settings.data.get(name))
+        samples = task.load(task.locate(settings.data_root, settings.data.get(name)), split).samples
+        shared = [s for s in samples if any(Path(p).resolve() in trained for p in s.images)]
+        if shared:
+            notes.append(f"eval: {len(shared)} of {len(samples)} {name} {split} samples are "
+                         f"training images too (e.g. {shared[0].images[0]})")
+    return notes
 
 
 def comparison_samples(source: ComparisonSource) -> TaskData:

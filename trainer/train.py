@@ -200,9 +200,9 @@ def train(config: TrainConfig, *, console: Console | None = None,
     recipe's (tests use one with variance on a random model); `callbacks` are TrainerCallbacks."""
     console = console or Console(stderr=True)
     validate(config)
-    if config.eval.every:
-        check_eval_tasks(config.eval)
     data = collect_samples(config.data)
+    if config.eval.every:
+        data.notes += check_eval_tasks(config.eval, data.samples)
     for note in data.notes:
         console.print(f"[yellow]{note}[/]")
     mix = ", ".join(f"{n} {kind}" for kind, n in sorted(data.counts().items()))
