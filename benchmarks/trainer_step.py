@@ -2,12 +2,14 @@
 reference model (β = 0) and with one (β = 1e-3, the recipe), on the CPU and, where one is
 present, on CUDA. Each setting runs in its own process so that peak memory is its own.
 
-    OMP_NUM_THREADS=1 python benchmarks/trainer_step.py [--steps 12] [--devices cpu,cuda]
+    OMP_NUM_THREADS=1 python benchmarks/trainer_step.py [--steps 12] [--repeats 2]
+        [--devices cpu,cuda]
 
 Per step: one prompt, N = 4 completions of 32 tokens, the recipe's rewards plus a test reward
 with variance (a random model never earns the recipe's). The first step (warm-up) is not
-timed; the median of the rest is reported. Peak memory: resident set of the process on the CPU
-(the Python runtime and libraries included), max allocated by torch on CUDA.
+timed; the median (and quartiles) of the rest over all runs is reported. Peak memory: resident
+set of the process on the CPU (the Python runtime and libraries included), max allocated by
+torch on CUDA.
 """
 from __future__ import annotations
 
@@ -72,8 +74,7 @@ def worker(beta: float, device: str, steps: int, work: Path) -> dict:
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"beta": beta, "device": device, "steps_timed": len(timed),
-            "s_per_step": statistics.median(timed), "peak_mb": peak_mb}
+    return {"step_s": timed, "peak_mb": peak_mb}
 
 
 def run_isolated(beta: float, device: str, steps: int, work: Path) -> dict:
@@ -89,6 +90,7 @@ def run_isolated(beta: float, device: str, steps: int, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per setting, interleaved")
     parser.add_argument("--devices", default=None,
                         help="cpu,cuda (default: cpu, and cuda if present)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -107,18 +109,25 @@ def main() -> None:
         for device in devices:
             work = Path(tmp) / device
             work.mkdir()
-            rows = [run_isolated(beta, device, args.steps, work) for beta in BETAS]
+            step_s: dict[float, list[float]] = {beta: [] for beta in BETAS}
+            peak_mb: dict[float, float] = {beta: 0.0 for beta in BETAS}
+            for repeat in range(args.repeats):
+                # alternate the order so that drift on a shared machine hits both settings
+                for beta in BETAS if repeat % 2 == 0 else BETAS[::-1]:
+                    run = run_isolated(beta, device, args.steps, work)
+                    step_s[beta] += run["step_s"]
+                    peak_mb[beta] = max(peak_mb[beta], run["peak_mb"])
             memory = "peak RSS" if device == "cpu" else "peak allocated"
-            print(f"{device}: tiny Qwen2.5-VL, N=4, 32-token completions, "
-                  f"{rows[0]['steps_timed']} timed steps")
-            for row in rows:
-                print(f"  beta={row['beta']:<6g} {row['s_per_step']:.3f} s/step   "
-                      f"{memory} {row['peak_mb']:.1f} MiB")
-            without, with_ref = rows
-            time_ratio = with_ref["s_per_step"] / without["s_per_step"]
-            memory_ratio = with_ref["peak_mb"] / without["peak_mb"]
+            print(f"{device}: tiny Qwen2.5-VL, N=4, 32-token completions, {args.repeats} runs "
+                  f"x {args.steps - 1} timed steps per setting")
+            for beta in BETAS:
+                q1, median, q3 = statistics.quantiles(step_s[beta], n=4)
+                print(f"  beta={beta:<6g} {median:.3f} s/step (quartiles {q1:.3f}-{q3:.3f})   "
+                      f"{memory} {peak_mb[beta]:.1f} MiB")
+            without, with_ref = BETAS
+            time_ratio = statistics.median(step_s[with_ref]) / statistics.median(step_s[without])
             print(f"  reference model (beta 1e-3 vs 0): time x{time_ratio:.2f}, "
-                  f"memory x{memory_ratio:.3f}")
+                  f"memory x{peak_mb[with_ref] / peak_mb[without]:.3f}")
 
 
 if __name__ == "__main__":
