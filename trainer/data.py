@@ -105,6 +105,10 @@ def degradation_samples(source: DegradationSource) -> TaskData:
     return read_dq_meta(source.images or source.meta.parent, source.meta, "dq-train")
 
 
+def comparison_samples(source: ComparisonSource) -> TaskData:
+    return read_comparison_pairs(source.pairs, source.images or source.pairs.parent)
+
+
 def check_eval_tasks(settings: EvalSettings, training: Sequence[Sample]) -> list[str]:
     """Every task of the periodic evaluation is known, has the split and loads: checked before
     training, not discovered at the first checkpoint. Returns a note for each task whose
@@ -123,10 +127,6 @@ def check_eval_tasks(settings: EvalSettings, training: Sequence[Sample]) -> list
             notes.append(f"eval: {len(shared)} of {len(samples)} {name} {split} samples are "
                          f"training images too (e.g. {shared[0].images[0]})")
     return notes
-
-
-def comparison_samples(source: ComparisonSource) -> TaskData:
-    return read_comparison_pairs(source.pairs, source.images or source.pairs.parent)
 
 
 # ------------------------------------------------------------------------------ checking, mixing
@@ -158,7 +158,8 @@ def check_images(samples: Sequence[Sample], workers: int = 8) -> tuple[list[Samp
 
 
 def collect_samples(settings: DataSettings) -> TrainingData:
-    """Every configured source read, checked, mixed and shuffled with `settings.seed`."""
+    """Every configured source read, mixed, shuffled with `settings.seed`, cut to
+    `settings.limit` and checked image by image."""
     parts = ([score_samples(s) for s in settings.score]
              + [degradation_samples(d) for d in settings.degradation]
              + [comparison_samples(c) for c in settings.comparison])
@@ -166,10 +167,11 @@ def collect_samples(settings: DataSettings) -> TrainingData:
     for part in parts:
         if not part.samples:
             raise DataError(f"no usable samples in {part.source}")
-    samples, dropped = check_images([s for part in parts for s in part.samples])
+    samples = [s for part in parts for s in part.samples]
     random.Random(settings.seed).shuffle(samples)
     if settings.limit is not None:
         samples = samples[:settings.limit]
+    samples, dropped = check_images(samples)
     if not samples:
         raise DataError("no training samples left after checking the images")
     return TrainingData(samples, notes + dropped)
