@@ -140,10 +140,10 @@ def test_unreadable_config_file(tmp_path):
 
 
 def test_cli_reports_a_bad_config_in_one_line_without_loading_torch(tmp_path):
-    path = write_config(tmp_path, model={"path": str(tmp_path / "nowhere")})
+    path = write_config(tmp_path)
     probe = ("import sys, json; from qbench.cli import main; code = main(['train', '--config', "
-             f"{str(path)!r}]); print(json.dumps([code, 'torch' in sys.modules, "
-             "'trl' in sys.modules]))")
+             f"{str(path)!r}, '--set', 'model.path={tmp_path / 'nowhere'}']); "
+             "print(json.dumps([code, 'torch' in sys.modules, 'trl' in sys.modules]))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             timeout=120, check=False)
     code, torch_loaded, trl_loaded = json.loads(result.stdout.strip().splitlines()[-1])
@@ -187,3 +187,17 @@ def test_lora_under_zero3_is_refused_before_loading(tmp_path, monkeypatch):
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")  # what accelerate launch sets
     with pytest.raises(ConfigError, match="lora.enabled under DeepSpeed ZeRO-3"):
         load_config(path)
+
+
+def test_command_line_overrides_are_read_as_yaml_and_validated(tmp_path):
+    path = write_config(tmp_path)
+    config = load_config(path, overrides={"lora.enabled": "true", "grpo.learning_rate": "2e-6",
+                                          "eval.tasks": "[koniq, spaq]", "resume": "never"})
+    assert (config.lora.enabled, config.grpo.learning_rate) == (True, 2e-6)
+    assert (config.eval.tasks, config.resume) == (["koniq", "spaq"], "never")
+    with pytest.raises(ConfigError, match=r"not divisible by num_generations \(4\)"):
+        load_config(path, overrides={"grpo.per_device_train_batch_size": "3"})
+    with pytest.raises(ConfigError, match=r"--set output_dir.x: output_dir is not a section"):
+        load_config(path, overrides={"output_dir.x": "y"})
+    with pytest.raises(ConfigError, match=r"grpo: unknown key\(s\) lr"):
+        load_config(path, overrides={"grpo.lr": "1"})

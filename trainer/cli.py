@@ -7,20 +7,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .config import validate
-
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
+    from qbench.cli import _key_values
+
     from .config import load_config
 
-    config = load_config(args.config)
-    if args.resume is not None:
-        config.resume = args.resume
-    if args.max_steps is not None:
-        config.grpo.max_steps = args.max_steps
-    if args.output_dir is not None:
-        config.output_dir = args.output_dir
-    validate(config)
+    config = load_config(args.config, overrides=_key_values(args.set, "--set"))
     if args.check:
         from .data import check_eval_tasks, collect_samples
         data = collect_samples(config.data)
@@ -47,10 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="GRPO training (the Q-Insight recipe)")
     p.add_argument("--config", type=Path, required=True, help="training YAML "
                    "(trainer/configs/qinsight.yaml, comparison.yaml)")
-    p.add_argument("--resume", metavar="auto|never|CHECKPOINT",
-                   help="override the config's resume setting")
-    p.add_argument("--max-steps", type=int, help="override grpo.max_steps")
-    p.add_argument("--output-dir", type=Path, help="override output_dir")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (repeatable), e.g. lora.enabled=true, "
+                        "grpo.gradient_accumulation_steps=16, resume=never")
     p.add_argument("--check", action="store_true",
                    help="check the config and decode every training image; load no model")
     p.set_defaults(func=cmd_train)

@@ -227,8 +227,25 @@ def from_mapping(cls: type, data: Any, where: str) -> Any:
     return cls(**values)
 
 
-def load_config(path: Path, *, check_paths: bool = True) -> TrainConfig:
-    """Read, convert and validate a training YAML file."""
+def set_value(data: dict[str, Any], dotted: str, text: str) -> None:
+    """Apply one command-line override `section.key=value` to the raw YAML mapping; the value is
+    read as YAML (true, 1e-6, [a, b], null)."""
+    *sections, key = dotted.split(".")
+    node = data
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {section} is not a section")
+    try:
+        node[key] = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {dotted}: cannot read value {text!r}") from None
+
+
+def load_config(path: Path, *, overrides: dict[str, str] | None = None,
+                check_paths: bool = True) -> TrainConfig:
+    """Read a training YAML file, apply `overrides` (dotted key → YAML text), convert and
+    validate."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -236,6 +253,11 @@ def load_config(path: Path, *, check_paths: bool = True) -> TrainConfig:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     try:
+        if overrides:
+            if not isinstance(data, dict):
+                raise ConfigError("expected a mapping of settings at the top")
+            for dotted, text in overrides.items():
+                set_value(data, dotted, text)
         config = from_mapping(TrainConfig, data, "")
         validate(config, check_paths=check_paths)
     except ConfigError as exc:
