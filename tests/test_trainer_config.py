@@ -201,3 +201,15 @@ def test_command_line_overrides_are_read_as_yaml_and_validated(tmp_path):
         load_config(path, overrides={"output_dir.x": "y"})
     with pytest.raises(ConfigError, match=r"grpo: unknown key\(s\) lr"):
         load_config(path, overrides={"grpo.lr": "1"})
+
+
+def test_missing_training_packages_are_named(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "peft" else real(name, *a))
+    path = write_config(tmp_path, lora={"enabled": True})
+    with pytest.raises(ConfigError, match=r"training needs peft: pip install 'qbench\[train\]'"):
+        load_config(path)
+    assert not load_config(write_config(tmp_path)).lora.enabled  # no LoRA: peft not needed

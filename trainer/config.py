@@ -296,6 +296,10 @@ def check_settings(config: TrainConfig, processes: int) -> None:
         raise ConfigError("grpo: beta must be >= 0; epsilon, temperature and learning_rate > 0")
     if g.loss_type not in LOSS_TYPES:
         raise ConfigError(f"grpo.loss_type {g.loss_type!r} not one of {', '.join(LOSS_TYPES)}")
+    needed = ["trl", "accelerate"] + (["peft"] if config.lora.enabled else [])
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"training needs {', '.join(missing)}: pip install 'qbench[train]'")
     if g.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ConfigError("grpo.use_vllm: vllm is not installed here (pip install 'qbench[vllm]' "
                           "on the GPU machine), or set use_vllm: false")
