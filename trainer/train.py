@@ -200,16 +200,18 @@ def train(config: TrainConfig, *, console: Console | None = None,
     recipe's (tests use one with variance on a random model); `callbacks` are TrainerCallbacks."""
     console = console or Console(stderr=True)
     validate(config)
-    data = collect_samples(config.data)
+    funcs, weights = reward_functions(config.rewards, config.kinds())
+    funcs += [f for f, _ in extra_rewards]
+    args = grpo_arguments(config, weights + [w for _, w in extra_rewards])
+    # the main process first: it generates the synthetic set, if one is configured, alone
+    with args.main_process_first(local=False, desc="reading and checking the training data"):
+        data = collect_samples(config.data)
     if config.eval.every:
         data.notes += check_eval_tasks(config.eval, data.samples)
     for note in data.notes:
         console.print(f"[yellow]{note}[/]")
     mix = ", ".join(f"{n} {kind}" for kind, n in sorted(data.counts().items()))
     console.print(f"training mix: {mix}")
-    funcs, weights = reward_functions(config.rewards, sorted(data.counts()))
-    funcs += [f for f, _ in extra_rewards]
-    args = grpo_arguments(config, weights + [w for _, w in extra_rewards])
     processor = load_training_processor(config.model)
 
     hooks = list(callbacks)
