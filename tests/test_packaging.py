@@ -1,6 +1,7 @@
 """The wheel carries the engine and the top-level tasks/, baselines/, trainer/ packages: built
 here and installed into a fresh virtualenv, `qbench list` runs from it."""
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -11,8 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_wheel_installs_into_a_fresh_venv_and_lists(tmp_path):
+    # built from a clean copy: a stale build/ folder in the checkout must not leak into the wheel
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "results", "*.egg-info", "__pycache__", ".*cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                    "-q", "-w", str(tmp_path / "dist"), str(ROOT)], check=True,
+                    "-q", "-w", str(tmp_path / "dist"), str(source)], check=True,
                    capture_output=True, cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("qbench-*.whl")
     env_dir = tmp_path / "venv"
