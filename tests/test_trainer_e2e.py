@@ -13,6 +13,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -269,3 +272,32 @@ def test_a_failed_periodic_evaluation_is_recorded_and_training_goes_on(tmp_path)
     state.global_step = 3  # not a multiple of `every`: nothing runs
     callback.on_save(None, state, TrainerControl())
     assert len((tmp_path / "run" / "eval" / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_two_processes_under_torchrun(tiny_model, tmp_path):
+    """The distributed path on the CPU (gloo): WORLD_SIZE enters the batch check, the synthetic
+    set is generated once by the main process, each step takes one prompt per process."""
+    photo = tmp_path / "photo.png"
+    image(photo, 5)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump({
+        "model": {"path": str(tiny_model), "dtype": "float32", "min_pixels": None,
+                  "max_pixels": None},
+        "data": {"degradation": [{"synthetic": str(tmp_path / "synthetic"),
+                                  "synthetic_photos": [str(photo)],
+                                  "synthetic_crops_per_photo": 1}], "limit": 8},
+        "grpo": {"num_generations": 4, "per_device_train_batch_size": 4, "max_steps": 2,
+                 "save_steps": 2, "max_completion_length": 8, "bf16": False,
+                 "gradient_checkpointing": False, "use_cpu": True},
+        "output_dir": str(tmp_path / "run")}))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "qbench",
+                           "train", "--config", str(path)], capture_output=True, text=True,
+                          timeout=300, check=False, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (done.stdout + done.stderr).count("trained 2 steps") == 2  # both ranks finished
+    state = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())
+    # 2 processes × 4 completions = 2 prompts of the 8 per step
+    assert [h["epoch"] for h in state["log_history"] if "loss" in h] == [0.25, 0.5]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+    assert len(json.loads((tmp_path / "synthetic" / "train.json").read_text())) == 21
