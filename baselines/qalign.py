@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import math
 import os
+from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,9 @@ class LevelScorer(Model):
     kinds = frozenset({"score"})
     score_range = (1, 5)
 
+    @abstractmethod
     def level_logits(self, images: Sequence[Sequence[Image.Image]]):
-        raise NotImplementedError
+        """Next-token logits of the five level words, one row per sample."""
 
     def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
                 ) -> list[Prediction]:
@@ -215,7 +217,7 @@ class Owl2Levels(LevelScorer):
             dtype_key = "dtype" if major >= 5 else "torch_dtype"
             with hub_offline():
                 network = AutoModelForCausalLM.from_pretrained(
-                    path, trust_remote_code=True, local_files_only=True,
+                    path, trust_remote_code=self.options.trust_remote_code, local_files_only=True,
                     **{dtype_key: torch_dtype(self.options.dtype, self.device)})
                 tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
                 image_processor = CLIPImageProcessor.from_pretrained(path, local_files_only=True)

@@ -3,6 +3,7 @@ returns one prediction per sample. Classical metrics, VLMs and a predictions fil
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ class ModelConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-class Model:
+class Model(ABC):
     """Base class. Subclasses set `kinds` (the prompt kinds they answer) and `predict`."""
 
     name: ClassVar[str] = ""
@@ -44,9 +45,11 @@ class Model:
     def __init__(self, config: ModelConfig):
         self.config = config
 
+    @abstractmethod
     def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
                 ) -> list[Prediction]:
-        raise NotImplementedError(f"model {self.name} does not implement predict()")
+        """One prediction per sample, in order; `images[i]` holds sample i's decoded images
+        (empty lists when the model declares needs_images = False)."""
 
     def convention(self) -> ModelConvention:
         return ModelConvention(self.lower_better,

@@ -2,6 +2,7 @@
 Loading is its only job; scoring follows from its kind (overridable for special protocols)."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ class ModelConvention:
     score_range: tuple[float, float] | None = None
 
 
-class Task:
+class Task(ABC):
     """Base class of every benchmark. Subclasses set the class attributes and `load`."""
 
     name: ClassVar[str]
@@ -72,8 +73,9 @@ class Task:
         wanted = " or ".join(self.markers) or "its folder"
         raise DataNotFound(f"{self.name}: {wanted} not found in {looked}")
 
+    @abstractmethod
     def load(self, folder: Path, split: str) -> TaskData:
-        raise NotImplementedError(f"task {self.name} does not implement load()")
+        """The samples of `split` from the task's folder; DataError when the files are unusable."""
 
     # -------------------------------------------------------------------------- scoring
     def evaluate(self, samples: Sequence[Sample], predictions: dict[str, Prediction],

@@ -3,6 +3,7 @@ the requested split (what Q-Insight tested on, preferred where present) or the d
 release files, and turns rows into samples with raw and [1, 5] ground truth."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
@@ -41,9 +42,9 @@ class ScoreTask(Task):
                 raise
             return found
 
+    @abstractmethod
     def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
         """Every rated image of the release (all splits) and the file they came from."""
-        raise NotImplementedError
 
     def load(self, folder: Path, split: str) -> TaskData:
         self.lower_better = type(self).lower_better   # the declaration, until a file says otherwise

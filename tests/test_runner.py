@@ -123,7 +123,8 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
     (package / "qbench_extra_plugin" / "__init__.py").write_text(
         "from qbench import Model, register_model\n"
         "@register_model('extra-model')\n"
-        "class Extra(Model):\n    name = 'extra-model'\n")
+        "class Extra(Model):\n    name = 'extra-model'\n"
+        "    def predict(self, samples, images):\n        return []\n")
     dist = package / "qbench_extra_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: qbench-extra-plugin\nVersion: 1.0\n")

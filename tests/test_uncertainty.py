@@ -129,11 +129,18 @@ def test_paired_bootstrap_rarely_reports_a_null_difference():
     assert 0.3 <= np.median(p_values) <= 0.7    # p-values roughly uniform under the null
 
 
-class _ScoreTask(Task):
+class _EvaluateOnly(Task):
+    """Only the scoring half of a task is under test here."""
+
+    def load(self, folder, split):
+        raise AssertionError("not loaded in these tests")
+
+
+class _ScoreTask(_EvaluateOnly):
     name, kind, lower_better = "unc-score", "score", True   # DMOS-like ground truth
 
 
-class _DegradationTask(Task):
+class _DegradationTask(_EvaluateOnly):
     name, kind = "unc-degradation", "degradation"
 
 
