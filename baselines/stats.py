@@ -22,7 +22,8 @@ from qbench.protocol import CLASSES, LEVELS
 FEATURES = ("log_noise", "sharpness", "blockiness", "p99_luma", "mean_luma", "log_lapvar",
             "reblur", "flat_blocks")
 FIT_SEED = 12345
-FIT_VERSION = 2
+FIT_VERSION = 3
+FIT_CROPS = 6  # crops per fitting photograph: the null class gets one image per crop
 SHRINK = 0.05  # added to every covariance: each cell has only a few dozen fitting images
 
 
@@ -63,6 +64,8 @@ def image_statistics(image: Image.Image | np.ndarray) -> np.ndarray:
 CELLS: tuple[tuple[str, int], ...] = tuple(
     (c, level) for c in CLASSES for level in ((0,) if c == "null" else range(1, len(LEVELS) + 1)))
 
+CELL_PRIOR = np.array([1.0 / sum(c == cls for c, _ in CELLS) for cls, _ in CELLS])
+
 
 class StatsFit:
     """One Gaussian per (class, level) cell over standardised statistics: class and level are
@@ -92,10 +95,11 @@ class StatsFit:
                     "cell_mean": means, "cell_cov": covs})
 
     def posterior(self, x: np.ndarray) -> np.ndarray:
-        """Probability of each cell of CELLS (equal priors)."""
+        """Probability of each cell of CELLS. Every class has the same prior, shared among its
+        cells: with equal cell priors the one null cell would face five cells per distortion."""
         d = (x - self.mean) / self.scale - self.cell_mean
         log_like = -0.5 * (np.einsum("kj,kjl,kl->k", d, self.cell_cov_inv, d) + self.cell_logdet)
-        weights = np.exp(log_like - log_like.max())
+        weights = np.exp(log_like - log_like.max()) * CELL_PRIOR
         return weights / weights.sum()
 
 
@@ -109,7 +113,7 @@ def fit_on_disjoint_photos() -> StatsFit:
         except (ValueError, KeyError, TypeError, np.linalg.LinAlgError):
             pass  # a damaged cache is refitted
     rows, classes, levels = [], [], []
-    for v in variants([bundled_photo(*p) for p in FIT_PHOTOS], seed=FIT_SEED):
+    for v in variants([bundled_photo(*p) for p in FIT_PHOTOS], seed=FIT_SEED, crops_per_photo=FIT_CROPS):
         rows.append(image_statistics(v.image))
         classes.append(v.distortion)
         levels.append(v.severity)
