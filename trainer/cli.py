@@ -15,14 +15,9 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
 
     config = load_config(args.config, overrides=_key_values(args.set, "--set"))
     if args.check:
-        from .data import check_eval_tasks, collect_samples
-        data = collect_samples(config.data)
-        if config.eval.every:
-            data.notes += check_eval_tasks(config.eval, data.samples)
-        for note in data.notes:
-            console.print(f"[yellow]{note}[/]")
-        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(data.counts().items()))
-        console.print(f"config and data ok: {len(data.samples)} samples ({counts})")
+        from .data import prepare_data
+        data = prepare_data(config, console)
+        console.print(f"config and data ok: {len(data.samples)} samples ({data.mix()})")
         return 0
     from .train import train
     try:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+
 from qbench.images import ImageError, load_image
 from qbench.protocol import build_messages, parse_choice
 from qbench.records import Sample
@@ -26,7 +28,7 @@ from qbench.tasks.dq495k import read_dq_meta
 from qbench.tasks.synthetic import FIT_PHOTOS, bundled_photo, generate
 
 from .config import (ComparisonSource, ConfigError, DataSettings, DegradationSource,
-                     EvalSettings, ScoreSource)
+                     EvalSettings, ScoreSource, TrainConfig)
 
 SYNTHETIC_META = "train.json"
 
@@ -38,6 +40,9 @@ class TrainingData:
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(s.kind for s in self.samples))
+
+    def mix(self) -> str:
+        return ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts().items()))
 
 
 # ------------------------------------------------------------------------------ readers
@@ -203,3 +208,14 @@ def to_dataset(samples: Sequence[Sample], image_first: bool = True):  # -> datas
     rows = [sample_row(s) for s in samples]
     table = Dataset.from_dict({key: [r[key] for r in rows] for key in rows[0]})
     return table.with_transform(functools.partial(add_prompt_and_images, image_first=image_first))
+
+
+def prepare_data(config: TrainConfig, console: Console) -> TrainingData:
+    """The training mix, checked against the evaluation tasks when evaluation is on; its notes
+    (dropped rows and images, evaluation images seen in training) are printed."""
+    data = collect_samples(config.data)
+    if config.eval.every:
+        data.notes += check_eval_tasks(config.eval, data.samples)
+    for note in data.notes:
+        console.print(f"[yellow]{note}[/]")
+    return data

@@ -19,7 +19,7 @@ from rich.console import Console
 from qbench import manifest as mf
 
 from .config import ConfigError, EvalSettings, ModelSettings, TrainConfig, validate
-from .data import TrainingData, check_eval_tasks, collect_samples, to_dataset
+from .data import TrainingData, prepare_data, to_dataset
 from .rewards import reward_functions
 
 FINAL = "final"
@@ -205,13 +205,8 @@ def train(config: TrainConfig, *, console: Console | None = None,
     args = grpo_arguments(config, weights + [w for _, w in extra_rewards])
     # the main process first: it generates the synthetic set, if one is configured, alone
     with args.main_process_first(local=False, desc="reading and checking the training data"):
-        data = collect_samples(config.data)
-    if config.eval.every:
-        data.notes += check_eval_tasks(config.eval, data.samples)
-    for note in data.notes:
-        console.print(f"[yellow]{note}[/]")
-    mix = ", ".join(f"{n} {kind}" for kind, n in sorted(data.counts().items()))
-    console.print(f"training mix: {mix}")
+        data = prepare_data(config, console)
+    console.print(f"training mix: {data.mix()}")
     processor = load_training_processor(config.model)
 
     hooks = list(callbacks)
