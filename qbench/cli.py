@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         model_options={k: _option_value(v) for k, v in _key_values(args.model_arg, "--model-arg").items()},
         split=args.split, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
         shard=args.shard, output_dir=args.output, run_name=args.run_name, device=args.device,
-        workers=args.workers, progress=not args.no_progress)
+        workers=args.workers, progress=not args.no_progress, ci_resamples=args.ci)
     try:
         result = run(config, console)
     except KeyboardInterrupt:
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=4, help="image decoding threads")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ci", type=int, default=0, metavar="RESAMPLES",
+                   help="add bootstrap 95%% intervals of the headline metrics (e.g. --ci 2000)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="tasks (with data status) and models")

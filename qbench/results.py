@@ -29,7 +29,9 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def leaderboard_row(run_id: str, model: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    flat = flatten({k: v for k, v in metrics.items() if k not in ("notes", "source", "wall_s")})
+    flat = flatten({k: v for k, v in metrics.items() if k not in ("notes", "source", "wall_s", "ci")})
+    for name, interval in (metrics.get("ci") or {}).items():
+        flat[f"{name}_ci_low"], flat[f"{name}_ci_high"] = interval["low"], interval["high"]
     return {"source": "measured", "run_id": run_id, "model": model, **flat,
             "updated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
 

@@ -22,6 +22,7 @@ from .records import Prediction, Sample
 from .registry import TASKS, create_model, get_task, include, load_plugins
 from .results import update_leaderboard
 from .task import DataError, ModelConvention, Task, TaskData
+from .uncertainty import task_intervals
 
 
 @dataclass
@@ -43,6 +44,7 @@ class RunConfig:
     workers: int = 4
     include: list[Path] = field(default_factory=list)
     progress: bool = True
+    ci_resamples: int = 0   # bootstrap intervals of the headline metrics when > 0
 
 
 @dataclass
@@ -208,7 +210,12 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
         log.write([p.to_json() | {"truth": truth_of(by_id[p.sample_id])}
                    for p in failed + predicted])
         progress.advance(bar, len(failed) + len(predicted))
-    metrics = task.evaluate(samples, log.predictions(task.name), model.convention())
+    predictions = log.predictions(task.name)
+    metrics = task.evaluate(samples, predictions, model.convention())
+    if config.ci_resamples:
+        intervals = task_intervals(task, samples, predictions, model.convention(),
+                                   resamples=config.ci_resamples, seed=config.seed)
+        metrics["ci"] = {name: interval.to_json() for name, interval in intervals.items()}
     return {"task": task.name, "kind": task.kind, "split": config.split or task.default_split,
             "source": data.source, "notes": data.notes, "n_available": len(data.samples),
             **metrics}

@@ -201,3 +201,14 @@ def test_changed_data_is_not_mixed_into_a_finished_run(tmp_path):
     again = run(toy_config(tmp_path))
     assert again.run_dir == first.run_dir and not again.ran
     assert "data changed" in again.outcomes[0].skipped
+
+
+def test_bootstrap_intervals_reach_metrics_and_leaderboard(tmp_path):
+    make_toy_data(tmp_path / "data" / "toy", n=30)
+    result = run(toy_config(tmp_path, ci_resamples=500))
+    metrics = result.ran[0].metrics
+    srcc = metrics["ci"]["srcc"]
+    assert srcc["resamples"] == 500 and srcc["low"] <= metrics["srcc"] <= srcc["high"]
+    assert srcc["estimate"] == pytest.approx(metrics["srcc"])
+    row = read_leaderboard(result.leaderboard).iloc[0]
+    assert row["srcc_ci_low"] == pytest.approx(srcc["low"]) and row["srcc_ci_high"] == pytest.approx(srcc["high"])
