@@ -49,7 +49,7 @@ class Task(ABC):
     default_split: ClassVar[str] = "test"
     expected_count: ClassVar[dict[str, int]] = {}
     folders: ClassVar[tuple[str, ...]] = ()    # sub-folders of the data root to try, in order
-    markers: ClassVar[tuple[str, ...]] = ()    # relative paths; any one present marks the data
+    markers: ClassVar[tuple[str, ...]] = ()    # relative paths or globs; any one marks the data
     in_all: ClassVar[bool] = True              # part of `--tasks all` (the demos are not)
 
     @property
@@ -67,7 +67,7 @@ class Task(ABC):
         """The folder holding this task's files, or DataNotFound naming what was looked for."""
         places = [override] if override is not None else self.candidates(data_root)
         for place in places:
-            if any((place / marker).exists() for marker in self.markers or ("",)):
+            if any(_present(place, marker) for marker in self.markers or ("",)):
                 return place
         looked = ", ".join(str(p) for p in places) or "(no data root: pass --data-root or set QBENCH_DATA_ROOT)"
         wanted = " or ".join(self.markers) or "its folder"
@@ -103,6 +103,12 @@ class Task(ABC):
             right = sum(predictions[s.id].choice == s.choice for s in ok)
             summary["accuracy"] = right / len(samples) if samples else None
         return summary
+
+
+def _present(folder: Path, marker: str) -> bool:
+    if any(c in marker for c in "*?["):
+        return folder.is_dir() and next(folder.glob(marker), None) is not None
+    return (folder / marker).exists()
 
 
 def coverage(samples: Sequence[Sample], predictions: dict[str, Prediction]) -> dict[str, Any]:

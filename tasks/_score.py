@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
-from qbench import DataError, DataNotFound, Sample, Task, TaskData
+from qbench import DataError, Sample, Task, TaskData
 
 from ._formats import (
     ScoreRow,
@@ -30,17 +30,13 @@ class ScoreTask(Task):
     native_files: ClassVar[tuple[str, ...]]            # any one marks the native release
     mos_range: ClassVar[tuple[float, float] | None] = None   # rows outside are dropped
 
-    def locate(self, data_root: Path | None, override: Path | None = None) -> Path:
-        """As Task.locate, and a DeQA meta of any size suffix (`test_koniq_*.json`) marks the
-        folder too."""
-        try:
-            return super().locate(data_root, override)
-        except DataNotFound:
-            places = [override] if override is not None else self.candidates(data_root)
-            found = next((p for p in places if find_meta(p, f"test_{self.deqa_key}_*.json")), None)
-            if found is None:
-                raise
-            return found
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """The folder is marked by a native release file or a DeQA test meta of any size
+        suffix (`test_koniq_*.json`, in metas/ or beside it: find_meta's two places)."""
+        super().__init_subclass__(**kwargs)
+        if hasattr(cls, "native_files") and hasattr(cls, "deqa_key"):
+            meta = f"test_{cls.deqa_key}_*.json"
+            cls.markers = (*cls.native_files, f"metas/{meta}", meta)
 
     @abstractmethod
     def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:

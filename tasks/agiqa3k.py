@@ -17,7 +17,6 @@ class AGIQA3K(ScoreTask):
     expected_count = {"test": 2982}
     folders = ("agiqa3k", "AGIQA-3K", "AGIQA3K")
     native_files = ("data.csv",)
-    markers = ("data.csv", "metas/test_agiqa_*.json")
     deqa_key = "agiqa"
     mos_range = (0.0, 5.0)
 

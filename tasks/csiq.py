@@ -31,7 +31,6 @@ class CSIQ(ScoreTask):
     expected_count = {"test": 866}
     folders = ("csiq", "CSIQ")
     native_files = (SHEET_FILE,)
-    markers = (SHEET_FILE, "metas/test_csiq_*.json")
     deqa_key = "csiq"
     mos_range = (0.0, 1.0)
 

@@ -18,7 +18,6 @@ class KADID(ScoreTask):
     expected_count = {"test": 2000, "all": 10125}
     folders = ("kadid", "kadid10k", "KADID10K")
     native_files = ("dmos.csv",)
-    markers = ("dmos.csv", "metas/test_kadid_*.json")
     deqa_key = "kadid"
     mos_range = (1.0, 5.0)
 

@@ -24,7 +24,6 @@ class KonIQ(ScoreTask):
     expected_count = {"test": 2010, "all": 10073}
     folders = ("koniq", "koniq10k", "KONIQ")
     native_files = (SETS_CSV, SCORES_CSV)
-    markers = (SETS_CSV, SCORES_CSV, "metas/test_koniq_*.json")
     deqa_key = "koniq"
     mos_range = (1.0, 5.0)
 

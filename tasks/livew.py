@@ -48,7 +48,6 @@ class LiveWild(ScoreTask):
     expected_count = {"test": 1162, "all": 1169}
     folders = ("livew", "ChallengeDB_release", "LIVE-WILD")
     native_files = (NAMES_MAT,)
-    markers = (NAMES_MAT, "metas/test_livew_*.json")
     deqa_key = "livew"
     mos_range = (0.0, 100.0)
 

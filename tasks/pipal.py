@@ -18,7 +18,6 @@ class PIPAL(ScoreTask):
     expected_count = {"test": 5000, "all": 23200}
     folders = ("pipal", "PIPAL")
     native_files = ("Train_Label",)
-    markers = ("Train_Label", "metas/test_pipal_*.json")
     deqa_key = "pipal"
 
     def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:

@@ -20,7 +20,6 @@ class SPAQ(ScoreTask):
     expected_count = {"test": 2224, "all": 11125}
     folders = ("spaq", "SPAQ")
     native_files = (SHEET_FILE,)
-    markers = (SHEET_FILE, "metas/test_spaq_*.json")
     deqa_key = "spaq"
     mos_range = (0.0, 100.0)
 

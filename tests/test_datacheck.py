@@ -63,7 +63,7 @@ def test_command_reports_per_task_and_fails_on_problems(tmp_path, capsys):
     assert "  missing images: 1: images/0000.png" in lines
     assert "  duplicate images (same content): 1 groups: images/0002.png = images/0003.png" in lines
     assert "  train/test overlap: 3 images: images/0001.png, images/0006.png, images/0007.png" in lines
-    assert any(line.startswith("agiqa3k: NOT READY: agiqa3k: data.csv or metas/test_agiqa_*.json "
+    assert any(line.startswith("agiqa3k: NOT READY: agiqa3k: data.csv or metas/test_agiqa_*.json or test_agiqa_*.json "
                                f"not found in {tmp_path / 'agiqa3k'}") for line in lines)
 
 

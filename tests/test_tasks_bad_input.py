@@ -25,7 +25,7 @@ def test_missing_data_root_names_the_files_and_the_folders(tmp_path):
     message = str(caught.value)
     assert "\n" not in message
     assert "koniq10k_distributions_sets.csv or koniq10k_scores_and_distributions.csv or " \
-           "metas/test_koniq_*.json not found in" in message
+           "metas/test_koniq_*.json or test_koniq_*.json not found in" in message
     assert str(tmp_path / "koniq") in message and str(tmp_path / "KONIQ") in message
 
 
@@ -41,7 +41,7 @@ def test_run_skips_a_task_without_data_and_says_where_it_looked(tmp_path, capsys
                  "--no-progress"])
     err = " ".join(capsys.readouterr().err.split())   # undo the console's line wrapping
     assert code == 1
-    assert f"skipped csiq: csiq: csiq.DMOS.xlsx or metas/test_csiq_*.json not found in " \
+    assert f"skipped csiq: csiq: csiq.DMOS.xlsx or metas/test_csiq_*.json or test_csiq_*.json not found in " \
            f"{tmp_path / 'csiq'}" in err
 
 
@@ -226,3 +226,14 @@ def test_whole_set_split_of_a_deqa_only_folder_names_the_native_file(tmp_path):
         get_task("kadid").load(tmp_path / "KADID10K", "all")
     with pytest.raises(DataError, match=r"split 'train' needs metas/train_kadid_\*\.json or dmos\.csv"):
         get_task("kadid").load(tmp_path / "KADID10K", "train")
+
+
+def test_a_deqa_meta_beside_the_images_marks_the_folder(tmp_path):
+    """REFERENCE §2 lists SPAQ's meta at the dataset folder's top level (SPAQ/test_spaq_2k.json)."""
+    folder = tmp_path / "SPAQ"
+    folder.mkdir()
+    (folder / "test_spaq_2k.json").write_text("[]")
+    assert get_task("spaq").locate(tmp_path) == folder
+    (folder / "test_spaq_2k.json").unlink()
+    with pytest.raises(DataNotFound):
+        get_task("spaq").locate(tmp_path)
