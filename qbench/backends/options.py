@@ -44,19 +44,21 @@ def _coerce(value: Any, annotation: Any) -> Any:
     raise TypeError(f"unsupported option type {annotation!r}")
 
 
-def parse_options(cls: type[T], options: dict[str, Any], model: str) -> T:
+def parse_options(cls: type[T], options: dict[str, Any], owner: str, *,
+                  flag: str = "--model-arg", error: type[Exception] = ModelError) -> T:
     """Build the options dataclass `cls` from `options` (already cast by the CLI to int, float,
-    bool or str)."""
+    bool or str). Models read `--model-arg`s, tasks `--task-arg`s; `error` is what a bad one
+    raises, one line naming `owner` and the accepted keys."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(options) - set(names))
     if unknown:
-        raise ModelError(f"{model}: unknown --model-arg {', '.join(unknown)}; accepted: "
-                         f"{', '.join(names) or 'none'}")
+        raise error(f"{owner}: unknown {flag} {', '.join(unknown)}; accepted: "
+                    f"{', '.join(names) or 'none'}")
     values = {}
     for key, value in options.items():
         try:
             values[key] = _coerce(value, hints[key])
         except ValueError as exc:
-            raise ModelError(f"{model}: --model-arg {key}={value}: {exc}") from None
+            raise error(f"{owner}: {flag} {key}={value}: {exc}") from None
     return cls(**values)
