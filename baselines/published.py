@@ -1,9 +1,10 @@
 """Published figures (REFERENCE §5) from `published.csv`: one row per method × dataset × metric,
 with the protocol that produced it (training set, raw or logistic PLCC) and its paper and table.
 
-Datasets are qbench task names and metrics are leaderboard column names, so published rows sit
-beside measured ones in one table. A PLCC fitted through DeQA-Score's logistic goes to the
-`plcc_logistic` column, any other PLCC (raw or unstated) to `plcc`; `plcc_convention` says which.
+Datasets are qbench task names (plus `mean`: a paper's own AVG column, as printed) and metrics
+are leaderboard column names, so published rows sit beside measured ones in one table. Each PLCC
+goes to the column of its convention and no other: raw to `plcc`, fitted through DeQA-Score's
+logistic to `plcc_logistic`, not stated by its paper to `plcc_unstated`.
 """
 from __future__ import annotations
 
@@ -21,14 +22,17 @@ PUBLISHED_CSV = Path(__file__).with_name("published.csv")
 COLUMNS = ("method", "dataset", "metric", "value", "training_set", "plcc_convention",
            "reference", "note")
 PLCC_CONVENTIONS = ("raw", "logistic", "unstated")
-# Leaderboard columns describing where a published row comes from.
-PROTOCOL_COLUMNS = ["training_set", "plcc_convention", "reference"]
+PLCC_COLUMN = {"raw": "plcc", "logistic": "plcc_logistic", "unstated": "plcc_unstated"}
+PAPER_MEAN = "mean"   # the dataset name of a paper's AVG column
+# Leaderboard columns only published rows fill, shown after the metrics: a PLCC whose paper does
+# not state its convention (its own column, never `plcc`), then where the row comes from.
+PROTOCOL_COLUMNS = ["plcc_unstated", "training_set", "plcc_convention", "reference"]
 
 
 @dataclass(frozen=True)
 class PublishedFigure:
     method: str
-    dataset: str           # a qbench task name
+    dataset: str           # a qbench task name, or PAPER_MEAN for a paper's AVG column
     metric: str            # a leaderboard column name (plcc, srcc, class_acc.noise, acc, ...)
     value: float           # in [0, 1]; percentages are stored divided by 100
     training_set: str      # "koniq", "koniq+spaq+kadid", "none", "unstated", ...
@@ -42,8 +46,8 @@ class PublishedFigure:
 
     @property
     def column(self) -> str:
-        """The leaderboard column this figure belongs in."""
-        return "plcc_logistic" if self.plcc_convention == "logistic" else self.metric
+        """The leaderboard column this figure belongs in: a PLCC by its convention."""
+        return PLCC_COLUMN[self.plcc_convention] if self.metric == "plcc" else self.metric
 
 
 def parse_figure(row: dict[str, str], where: str) -> PublishedFigure:

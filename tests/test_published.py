@@ -1,22 +1,37 @@
 """The published-figures table (baselines/published.csv) and its place in the leaderboard."""
+import pandas as pd
 import pytest
 
 from qbench import DataError
-from qbench.baselines.published import COLUMNS, leaderboard_rows, load_published
+from qbench.baselines.published import (COLUMNS, PLCC_COLUMN, PublishedFigure, leaderboard_rows,
+                                        load_published)
 from qbench.cli import main
 from qbench.results import update_leaderboard
 
 SCORE_SETS = ["koniq", "spaq", "kadid", "pipal", "livew", "agiqa3k", "csiq"]
+T1 = "Q-Insight paper, Table 1"
 
-# REFERENCE §5, transcribed here independently of the CSV: method -> PLCC/SRCC per SCORE_SETS.
-TABLE1_KONIQ = {
-    "NIQE": ".533/.530 .679/.664 .468/.405 .195/.161 .493/.449 .560/.533 .718/.628",
-    "BRISQUE": ".225/.226 .490/.406 .429/.356 .267/.232 .361/.313 .541/.497 .740/.556",
-    "Q-Align": ".941/.940 .886/.887 .674/.684 .403/.419 .853/.860 .772/.735 .785/.737",
-    "DeQA-Score": ".953/.941 .895/.896 .694/.687 .472/.478 .892/.879 .809/.729 .787/.744",
-    "Q-Insight": ".933/.916 .907/.905 .742/.736 .486/.474 .893/.865 .811/.764 .870/.824",
-    "VisualQuality-R1": ".923/.908 .891/.892 .712/.711 .441/.438 .874/.849 .822/.767 .712/.662",
+# REFERENCE §5, transcribed here independently of the CSV: method -> PLCC/SRCC per SCORE_SETS,
+# then the paper's AVG.
+TABLE1 = {
+    "NIQE": ".533/.530 .679/.664 .468/.405 .195/.161 .493/.449 .560/.533 .718/.628 .521/.481",
+    "BRISQUE": ".225/.226 .490/.406 .429/.356 .267/.232 .361/.313 .541/.497 .740/.556 .436/.369",
+    "NIMA": ".896/.859 .838/.856 .532/.535 .390/.399 .814/.771 .715/.654 .695/.649 .697/.675",
+    "HyperIQA": ".917/.906 .791/.788 .506/.468 .410/.403 .772/.749 .702/.640 .752/.717 .693/.667",
+    "DBCNN": ".884/.875 .812/.806 .497/.484 .384/.381 .773/.755 .730/.641 .586/.572 .667/.645",
+    "MUSIQ": ".924/.929 .868/.863 .575/.556 .431/.431 .789/.830 .722/.630 .771/.710 .726/.707",
+    "CLIP-IQA+": ".909/.895 .866/.864 .653/.654 .427/.419 .832/.805 .736/.685 .772/.719 .742/.720",
+    "ManIQA": ".849/.834 .768/.758 .499/.465 .457/.452 .849/.832 .723/.636 .623/.627 .681/.658",
+    "C2Score": ".923/.910 .867/.860 .500/.453 .354/.342 .786/.772 .777/.671 .735/.705 .706/.673",
+    "Qwen-SFT": ".889/.866 .874/.875 .668/.663 .473/.442 .734/.728 .813/.739 .674/.650 .732/.709",
+    "Q-Align": ".941/.940 .886/.887 .674/.684 .403/.419 .853/.860 .772/.735 .671/.737 .705/.752",
+    "DeQA-Score": ".953/.941 .895/.896 .694/.687 .472/.478 .892/.879 .809/.729 .787/.744 .786/.765",
+    "Q-Insight": ".933/.916 .907/.905 .742/.736 .486/.474 .893/.865 .811/.764 .870/.824 .806/.783",
 }
+TABLE1_LOGISTIC = {"Q-Align", "DeQA-Score"}   # rows taken from DeQA-Score's KonIQ-trained table
+SCORE_ONLY = ".918/.895 .903/.899 .702/.702 .458/.435 .870/.839 .816/.766 .685/.640 .765/.739"
+VISUALQUALITY_R1 = ".923/.908 .891/.892 .712/.711 .441/.438 .874/.849 .822/.767 .712/.662"
+RALI = "RALI (arXiv 2510.11369), Table 2"
 MIX3 = {
     "Q-Align": ".945/.938 .933/.931 .935/.934 .409/.420 .887/.883 .788/.733 .876/.845",
     "DeQA-Score": ".957/.944 .938/.934 .955/.953 .495/.496 .900/.887 .808/.745 .900/.857",
@@ -30,39 +45,89 @@ DQ495K = {  # Q-Insight Table 2
     ("Q-Insight", "level_acc_mean"): .4796,
     ("AgenticIR", "class_acc_mean"): .5998, ("AgenticIR", "level_acc_mean"): .1922,
 }
-SRIQA_PERCENT = {  # Q-Insight Table 6: Reg-Acc / Gen-Acc / Acc
-    "A-FINE": (83.30, 78.90, 82.40), "LPIPS": (82.00, 63.90, 65.80),
-    "DepictQA": (73.00, 61.64, 62.96), "Q-Insight (zero-shot)": (78.67, 68.64, 75.51),
-    "Q-Insight": (85.67, 77.78, 82.80),
+SRIQA = {  # Q-Insight Table 6: training set, Reg-Acc / Gen-Acc / Acc in percent, PLCC/SRCC
+    "PSNR": ("none", (80.07, 41.70, 34.70), None),
+    "SSIM": ("none", (83.00, 45.30, 37.40), None),
+    "LPIPS": ("unstated", (82.00, 63.90, 65.80), None),
+    "A-FINE": ("unstated", (83.30, 78.90, 82.40), None),
+    "DepictQA": ("unstated", (73.00, 61.64, 62.96), (.3457, .3412)),
+    "Q-Insight (zero-shot)": ("koniq+dq495k", (78.67, 68.64, 75.51), (.6385, .6297)),
+    "Q-Insight": ("diffiqa", (85.67, 77.78, 82.80), (.7627, .7614)),
 }
 
+Figure = tuple[str, str, str, float, str, str, str]   # method, dataset, metric, value, training,
+                                                       # PLCC convention, reference
 
-def reference_figures() -> set[tuple[str, str, str, float, str]]:
-    """(method, dataset, metric, value, training set) of every figure in REFERENCE §5."""
+
+def score_row(method: str, cells: str, training: str, convention: str, reference: str,
+              datasets=(*SCORE_SETS, "mean")) -> set[Figure]:
     out = set()
-    for table, training in ((TABLE1_KONIQ, "koniq"), (MIX3, "koniq+spaq+kadid")):
-        for method, cells in table.items():
-            for dataset, cell in zip(SCORE_SETS, cells.split()):
-                plcc, srcc = (float(v) for v in cell.split("/"))
-                train = "none" if method == "NIQE" else training  # opinion-unaware
-                out |= {(method, dataset, "plcc", plcc, train), (method, dataset, "srcc", srcc, train)}
-    out.add(("Q-Align", "csiq", "plcc", .671, "koniq"))   # as Q-Insight's Table 1 prints it
+    for dataset, cell in zip(datasets, cells.split(), strict=True):
+        plcc, srcc = (float(v) for v in cell.split("/"))
+        out |= {(method, dataset, "plcc", plcc, training, convention, reference),
+                (method, dataset, "srcc", srcc, training, "", reference)}
+    return out
+
+
+def reference_figures() -> set[Figure]:
+    """Every figure of REFERENCE §5 with the protocol it was published under."""
+    out: set[Figure] = set()
+    for method, cells in TABLE1.items():
+        out |= score_row(method, cells, "none" if method == "NIQE" else "koniq",   # NIQE: opinion-unaware
+                         "logistic" if method in TABLE1_LOGISTIC else "unstated", T1)
+    out |= score_row("Q-Insight (score-only)", SCORE_ONLY, "koniq", "unstated", "Q-Insight paper, Table 3")
+    out |= score_row("VisualQuality-R1", VISUALQUALITY_R1, "koniq", "unstated", RALI, SCORE_SETS)
+    out.add(("Q-Align", "csiq", "plcc", .785, "koniq", "logistic", "DeQA-Score paper, KonIQ-trained table"))
+    for method, cells in MIX3.items():
+        out |= score_row(method, cells, "koniq+spaq+kadid", "logistic", "DeQA-Score paper, Mix3 table",
+                         SCORE_SETS)
     for (method, metric), value in DQ495K.items():
-        out.add((method, "dq495k", metric, value, "dq495k" if method == "Q-Insight" else "unstated"))
-    for method, values in SRIQA_PERCENT.items():
-        for metric, value in zip(("reg_acc", "gen_acc", "acc"), values):
-            train = {"Q-Insight": "diffiqa", "Q-Insight (zero-shot)": "koniq+dq495k"}.get(method, "unstated")
-            out.add((method, "sriqa", metric, round(value / 100, 4), train))
+        out.add((method, "dq495k", metric, value, "dq495k" if method == "Q-Insight" else "unstated",
+                 "", "Q-Insight paper, Table 2"))
+    for method, (training, percents, correlations) in SRIQA.items():
+        for metric, value in zip(("reg_acc", "gen_acc", "acc"), percents):
+            out.add((method, "sriqa", metric, round(value / 100, 4), training, "", "Q-Insight paper, Table 6"))
+        if correlations:
+            out.add((method, "sriqa", "plcc", correlations[0], training, "unstated", "Q-Insight paper, Table 6"))
+            out.add((method, "sriqa", "srcc", correlations[1], training, "", "Q-Insight paper, Table 6"))
     return out
 
 
 def test_every_reference_figure_is_in_the_table_and_nothing_else():
     figures = load_published()
-    table = {(f.method, f.dataset, f.metric, round(f.value, 4), f.training_set) for f in figures}
+    table = {(f.method, f.dataset, f.metric, round(f.value, 4), f.training_set, f.plcc_convention,
+              f.reference) for f in figures}
     expected = reference_figures()
     assert expected - table == set(), "figures of REFERENCE §5 missing from published.csv"
     assert table - expected == set(), "figures in published.csv that REFERENCE §5 does not give"
     assert len(figures) == len(expected)
+
+
+def test_table1_invariants():
+    """Each Table 1 method: 7 datasets x PLCC/SRCC plus the AVG; one convention per row; the AVG
+    is the mean of the row to rounding, except Q-Align's PLCC (.705 printed, .743 the mean)."""
+    rows: dict[str, dict[tuple[str, str], object]] = {}
+    for f in load_published():
+        if f.reference == T1:
+            rows.setdefault(f.method, {})[(f.dataset, f.metric)] = f
+    assert set(rows) == set(TABLE1)
+    for method, cells in rows.items():
+        assert set(cells) == {(d, m) for d in (*SCORE_SETS, "mean") for m in ("plcc", "srcc")}, method
+        conventions = {cells[(d, "plcc")].plcc_convention for d in (*SCORE_SETS, "mean")}
+        assert conventions == {"logistic" if method in TABLE1_LOGISTIC else "unstated"}, method
+        for metric in ("plcc", "srcc"):
+            row_mean = sum(cells[(d, metric)].value for d in SCORE_SETS) / len(SCORE_SETS)
+            off = abs(row_mean - cells[("mean", metric)].value)
+            if (method, metric) == ("Q-Align", "plcc"):
+                assert off > 0.03 and "not the mean" in cells[("mean", metric)].note
+            else:
+                assert off <= 0.0005, (method, metric, row_mean)
+
+
+def test_visualquality_r1_is_never_attributed_to_q_insight():
+    references = {f.reference for f in load_published() if f.method == "VisualQuality-R1"}
+    assert references == {RALI}
+    assert all("third-party" in f.note for f in load_published() if f.reference == RALI)
 
 
 def test_protocol_columns_are_filled():
@@ -70,19 +135,39 @@ def test_protocol_columns_are_filled():
     by_key = {(f.method, f.dataset, f.metric, f.reference): f for f in figures}
     mix3 = by_key[("DeQA-Score", "koniq", "plcc", "DeQA-Score paper, Mix3 table")]
     assert mix3.plcc_convention == "logistic" and mix3.training_set == "koniq+spaq+kadid"
-    table1 = by_key[("Q-Insight", "koniq", "plcc", "Q-Insight paper, Table 1")]
-    assert table1.plcc_convention == "unstated"
+    assert by_key[("Q-Insight", "koniq", "plcc", T1)].plcc_convention == "unstated"
+    assert by_key[("Q-Align", "koniq", "plcc", T1)].plcc_convention == "logistic"
+    assert {f.plcc_convention for f in figures if f.metric == "plcc"} <= {"raw", "logistic", "unstated"}
     assert all(f.plcc_convention == "" for f in figures if f.metric != "plcc")
-    assert {f.dataset for f in figures} == set(SCORE_SETS) | {"dq495k", "sriqa"}
+    assert {f.dataset for f in figures} == set(SCORE_SETS) | {"mean", "dq495k", "sriqa"}
 
 
-def test_leaderboard_rows_put_logistic_plcc_in_its_own_column():
-    rows = leaderboard_rows(load_published(), {"csiq"})
-    assert set(rows["task"]) == {"csiq"} and set(rows["source"]) == {"published"}
-    qalign = rows[rows["model"] == "Q-Align"].set_index("reference")
+def test_leaderboard_rows_put_each_plcc_under_its_convention_only():
+    """Both directions: `plcc` holds raw figures only (no logistic or unstated one), and raw
+    figures appear under no other heading; checked on made-up figures of all three conventions
+    and on every PLCC of published.csv."""
+    made_up = [PublishedFigure(f"M-{c}", "koniq", "plcc", value, "koniq", c, "Paper X, Table 1")
+               for c, value in (("raw", .81), ("logistic", .82), ("unstated", .83))]
+    for figures in (made_up, load_published()):
+        rows = leaderboard_rows(figures)
+        plccs = [f for f in figures if f.metric == "plcc"]
+        for figure in plccs:
+            row = rows[(rows["model"] == figure.method) & (rows["task"] == figure.dataset)
+                       & (rows["reference"] == figure.reference)
+                       & (rows["training_set"] == figure.training_set)]
+            assert len(row) == 1
+            shown = {column: row[column].item() for column in PLCC_COLUMN.values()
+                     if column in row and pd.notna(row[column].item())}
+            assert shown == {PLCC_COLUMN[figure.plcc_convention]: figure.value}, figure
+            assert row["plcc_convention"].item() == figure.plcc_convention
+        raw_values = sorted(f.value for f in plccs if f.plcc_convention == "raw")
+        assert sorted(rows["plcc"].dropna()) == raw_values if "plcc" in rows else not raw_values
+    table1 = leaderboard_rows(load_published(), {"csiq"})
+    qalign = table1[table1["model"] == "Q-Align"].set_index("reference")
     assert qalign.loc["DeQA-Score paper, KonIQ-trained table", "plcc_logistic"] == pytest.approx(.785)
-    assert qalign.loc["Q-Insight paper, Table 1", "plcc"] == pytest.approx(.671)
-    assert qalign.loc["Q-Insight paper, Table 1", "srcc"] == pytest.approx(.737)
+    assert qalign.loc[T1, "plcc_logistic"] == pytest.approx(.671)
+    assert qalign.loc[T1, "srcc"] == pytest.approx(.737)
+    assert "plcc" not in table1   # nothing in the file is a raw PLCC
 
 
 def write_csv(path, header, *lines):
@@ -131,10 +216,13 @@ def test_leaderboard_sets_published_rows_beside_measured_ones(tmp_path, capsys):
     assert "2010" in mine.split() and "0.9123" in mine      # counts stay integers
     assert any(line.split()[:2] == ["published", "Q-Insight"] and "0.933" in line for line in lines)
     assert "training_set" in lines[0] and "reference" in lines[0]
-    assert {line.split()[2] for line in lines[2:]} == {"koniq"}   # only the measured task
+    assert "plcc_unstated" in lines[0]
     assert "DeQA-Score paper, Mix3 table" in markdown.read_text()
-    exported = (tmp_path / "board.csv").read_text()
-    assert "published" in exported and "plcc_convention" in exported
+    exported = pd.read_csv(tmp_path / "board.csv")
+    assert set(exported["task"]) == {"koniq"}   # only the measured task
+    assert "published" in set(exported["source"]) and "plcc_convention" in exported
+    unstated = exported[exported["plcc_convention"] == "unstated"]
+    assert len(unstated) and unstated["plcc"].isna().all() and unstated["plcc_unstated"].notna().all()
 
     assert main(["leaderboard", "--output", str(tmp_path), "--no-published"]) == 0
     printed = capsys.readouterr().out
