@@ -3,7 +3,9 @@
 Columns: `image` (the path relative to the task's data folder, the sample id, or the bare
 file name where that is unique) and the answer: `score` | `distortion_class` + `severity` |
 `choice`. An optional `task` column lets one file serve many tasks. A sample without a row is
-reported as missing; a row whose answer cannot be read is reported as unparsed.
+reported as missing; a row whose answer cannot be read is reported as unparsed. A file that gives
+one image two different answers for the same task is refused, naming the image: which answer
+was meant cannot be known.
 """
 from __future__ import annotations
 
@@ -40,6 +42,14 @@ def read_table(path: Path) -> pd.DataFrame:
         raise ModelError(f"precomputed: {path} has no answer column (score, distortion_class + "
                          f"severity, or choice); columns: {', '.join(map(str, frame.columns))}")
     return frame
+
+
+ANSWER_COLUMNS = ("score", "distortion_class", "severity", "choice")
+
+
+def answer_of(row: dict[str, Any]) -> tuple[str, ...]:
+    """A row's answer, as comparable text (a repeated row with the same answer is harmless)."""
+    return tuple("" if _blank(row.get(c)) else str(row.get(c)).strip() for c in ANSWER_COLUMNS)
 
 
 def _blank(value: Any) -> bool:
@@ -92,7 +102,16 @@ class PrecomputedModel(Model):
         for row in frame.to_dict("records"):
             task = None if _blank(row.get("task")) else str(row["task"])
             key = str(PurePosixPath(str(row["image"]).replace("\\", "/")))
-            self.rows.setdefault(task, {})[key] = row
+            known = self.rows.setdefault(task, {})
+            if key in known:
+                if answer_of(known[key]) != answer_of(row):
+                    raise ModelError(
+                        f"precomputed: {config.model_path} gives {key} two different answers"
+                        f"{f' for task {task}' if task else ''}: "
+                        f"{'/'.join(filter(None, answer_of(known[key])))} and "
+                        f"{'/'.join(filter(None, answer_of(row)))}; keep one row per image")
+                continue
+            known[key] = row
             self.basenames.setdefault(task, Counter())[PurePosixPath(key).name] += 1
 
     def settings(self) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .images import ImageError
+from .images import DEFAULT_MAX_PIXELS, ImageError
 from .model import ModelError
 from .registry import (MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins,
                        model_class)
@@ -45,6 +45,17 @@ def _option_value(text: str):
     return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
+def task_options(pairs: list[str]) -> dict[str, dict[str, object]]:
+    """`--task-arg TASK.KEY=VALUE` pairs by task."""
+    out: dict[str, dict[str, object]] = {}
+    for key, value in _key_values(pairs, "--task-arg").items():
+        task, dot, name = key.partition(".")
+        if not dot or not task or not name:
+            raise ValueError(f"--task-arg expects TASK.KEY=VALUE, got {key}={value}")
+        out.setdefault(task, {})[name] = _option_value(value)
+    return out
+
+
 def _shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(x) for x in text.split("/"))
@@ -73,7 +84,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         model_options={k: _option_value(v) for k, v in _key_values(args.model_arg, "--model-arg").items()},
         split=args.split, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
         shard=args.shard, output_dir=args.output, run_name=args.run_name, device=args.device,
-        workers=args.workers, progress=not args.no_progress, ci_resamples=args.ci)
+        workers=args.workers, progress=not args.no_progress, ci_resamples=args.ci,
+        task_options=task_options(args.task_arg), max_pixels=args.max_pixels)
     try:
         result = run(config, console)
     except KeyboardInterrupt:
@@ -90,12 +102,25 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     frame = frame[(frame["run_id"] == result.run_dir.name)
                   & frame["task"].isin([o.task for o in result.ran])]
     print(format_table(frame))
+    deviates = False
     for outcome in result.ran:
-        failures = outcome.metrics.get("failure_counts") or {}
+        metrics = outcome.metrics
+        failures = metrics.get("failure_counts") or {}
         if failures:
             listed = ", ".join(f"{n} {status}" for status, n in failures.items())
-            console.print(f"[yellow]{outcome.task}: {listed} (ids in {result.run_dir / 'metrics.json'})[/]")
+            console.print(f"[yellow]{outcome.task}: {listed} (ids in {result.run_dir / 'metrics.json'})[/]",
+                          soft_wrap=True)
+        for note in metrics.get("notes") or []:
+            console.print(f"{outcome.task}: note: {escape(note)}", soft_wrap=True, highlight=False)
+        for problem in metrics.get("problems") or []:
+            deviates = True
+            console.print(f"[red]{outcome.task}: differs from the published split:[/] "
+                          f"{escape(problem)}", soft_wrap=True, highlight=False)
     console.print(f"run folder: {result.run_dir}\nleaderboard: {result.leaderboard}")
+    if deviates:
+        console.print("[red]qbench: the measured samples differ from the published protocol "
+                      "(see above): exit status 3[/]")
+        return 3
     return 0
 
 
@@ -104,7 +129,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     load_plugins()
     settings = user_settings()
     data_root = args.data_root or settings.data_root
-    rows = []
+    rows, splits = [], []
     for name in sorted(TASKS):
         task = TASKS[name]()
         try:
@@ -112,7 +137,10 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         except DataError as exc:
             status = f"not found: {str(exc).removeprefix(name + ': ')}"
         rows.append([name, task.kind, task.default_split, status])
+        splits.append([name, ", ".join(task.splits), task.split_help(task.default_split)])
     print(tabulate(rows, headers=["task", "kind", "split", "data"]))
+    print()
+    print(tabulate(splits, headers=["task", "splits", "default split from (first found wins)"]))
     print()
     rows = []
     for name, factory in sorted(MODELS.items()) + sorted(MODEL_FAMILIES.items()):
@@ -196,6 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=4, help="image decoding threads")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--task-arg", action="append", default=[], metavar="TASK.KEY=VALUE",
+                   help="task option (repeatable), e.g. spaq.resize_short_side=none")
+    p.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
+                   help="larger images are counted image errors, never decoded "
+                        f"(default {DEFAULT_MAX_PIXELS:,})")
     p.add_argument("--ci", type=int, default=0, metavar="RESAMPLES",
                    help="add bootstrap 95%% intervals of the headline metrics (e.g. --ci 2000)")
     p.set_defaults(func=cmd_run)

@@ -35,7 +35,12 @@ class RunRecord:
     convention: ModelConvention
     metrics: dict[str, dict[str, Any]]
     rows: dict[str, dict[str, dict[str, Any]]]    # task -> sample id -> predictions.jsonl row
+    task_facts: dict[str, dict[str, Any]] = field(default_factory=dict)   # manifest "tasks"
     notes: list[str] = field(default_factory=list)
+
+    def lower_better(self, task: str) -> bool:
+        """The ground-truth direction the run loaded for a task (stored in its manifest)."""
+        return bool(self.task_facts.get(task, {}).get("lower_better", False))
 
     @property
     def label(self) -> str:
@@ -109,7 +114,8 @@ def load_run(path: Path) -> RunRecord:
         model=str(manifest.get("model", "?")),
         convention=ModelConvention(bool(convention.get("lower_better", False)),
                                    tuple(map(float, score_range)) if score_range else None),
-        metrics=metrics if isinstance(metrics, dict) else {}, rows=rows)
+        metrics=metrics if isinstance(metrics, dict) else {}, rows=rows,
+        task_facts=manifest.get("tasks") or {})
     if torn:
         record.notes.append(f"{path / 'predictions.jsonl'}: skipped an unfinished last line")
     if not record.tasks():
@@ -165,8 +171,10 @@ def compare_runs(a: RunRecord, b: RunRecord, tasks: list[str] | None = None, *,
     for name in common:
         task = get_task(name)
         samples, dropped = paired_samples(task, a, b)
-        _, stats_a = task_statistics(task, samples, a.predictions(name), a.convention)
-        _, stats_b = task_statistics(task, samples, b.predictions(name), b.convention)
+        _, stats_a = task_statistics(task, samples, a.predictions(name), a.convention,
+                                     a.lower_better(name))
+        _, stats_b = task_statistics(task, samples, b.predictions(name), b.convention,
+                                     b.lower_better(name))
         for metric in stats_a:
             result = paired_bootstrap(stats_a[metric], stats_b[metric], len(samples),
                                       resamples=resamples, level=level, seed=seed)

@@ -34,7 +34,9 @@ class TaskCheck:
     folder: Path | None = None
     error: str | None = None            # the task could not be located or its files read
     source: str = ""
+    split_source: str = ""
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # differences from the published split
     samples: int = 0
     expected: int | None = None
     images: int = 0
@@ -45,7 +47,8 @@ class TaskCheck:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and not self.missing and not self.unreadable
+        return (self.error is None and not self.missing and not self.unreadable
+                and not self.problems)
 
 
 def inspect_file(path: str, decode: bool) -> FileCheck:
@@ -78,15 +81,17 @@ def _shown(root: Path, path: str) -> str:
 
 def check_task(task: Task, data_root: Path | None, override: Path | None = None,
                split: str | None = None, decode: bool = True, workers: int = 4) -> TaskCheck:
+    from .runner import load_split
     split = split or task.default_split
-    check = TaskCheck(task.name, split, expected=task.expected_count.get(split))
+    check = TaskCheck(task.name, split)
     try:
         check.folder = task.locate(data_root, override)
-        data = task.load(check.folder, split)
+        data = load_split(task, check.folder, split)
     except DataError as exc:
         check.error = str(exc)
         return check
-    check.source, check.notes, check.samples = data.source, data.notes, len(data.samples)
+    check.source, check.split_source, check.notes = data.source, data.split_source, data.notes
+    check.problems, check.samples, check.expected = data.problems(), len(data.samples), data.expected_count
     files = inspect_files((p for s in data.samples for p in s.images), decode, workers)
     check.images = len(files)
     check.missing = [_shown(check.folder, f.path) for f in files if not f.exists]
@@ -106,7 +111,7 @@ def train_overlap(task: Task, folder: Path, files: list[FileCheck], workers: int
     None when the train split cannot be read."""
     try:
         train = task.load(folder, "train")
-    except DataError:
+    except (DataError, KeyError):
         return None
     train_files = inspect_files((p for s in train.samples for p in s.images), False, workers)
     paths = {str(Path(f.path).resolve()) for f in train_files}
@@ -124,10 +129,14 @@ def format_check(check: TaskCheck) -> list[str]:
     """The report of one task, a line per finding."""
     if check.error:
         return [f"{check.task}: NOT READY: {check.error}"]
-    expected = f" (expected {check.expected})" if check.expected is not None else ""
+    expected = (f" (expected {check.expected})" if check.expected is not None
+                else " (no published count to check)")
     lines = [f"{check.task}: {'ok' if check.ok else 'PROBLEMS'}: {check.folder}",
-             f"  read: {check.source}",
-             f"  split {check.split}: {check.samples} samples{expected}, {check.images} image files"]
+             f"  read: {check.source}"]
+    if check.split_source and check.split_source != check.source:
+        lines.append(f"  split defined by: {check.split_source}")
+    lines.append(f"  split {check.split}: {check.samples} samples{expected}, {check.images} image files")
+    lines += [f"  PROBLEM: {problem}" for problem in check.problems]
     lines += [f"  note: {note}" for note in check.notes]
     if check.missing:
         lines.append(f"  missing images: {len(check.missing)}: {_listing(check.missing)}")
@@ -143,7 +152,7 @@ def format_check(check: TaskCheck) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from .cli import _key_values
+    from .cli import _key_values, task_options
     from .registry import get_task
     from .runner import expand_tasks
     from .settings import user_settings
@@ -151,9 +160,10 @@ def cmd_check(args: argparse.Namespace, console: Console) -> int:
     settings = user_settings()   # flags override the environment and the config file, as in `run`
     overrides = settings.data | {k: Path(v) for k, v in _key_values(args.data, "--data").items()}
     data_root = args.data_root or settings.data_root
+    options = task_options(args.task_arg)
     all_ok = True
     for name in names:
-        task = get_task(name)
+        task = get_task(name, options.get(name))
         if args.split and args.split not in task.splits:
             print(f"{name}: NOT READY: no split {args.split!r} (has: {', '.join(task.splits)})")
             all_ok = False
@@ -179,4 +189,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-decode", action="store_true",
                    help="only check that images exist and hash them; do not decode")
     p.add_argument("--workers", type=int, default=4, help="threads reading images")
+    p.add_argument("--task-arg", action="append", default=[], metavar="TASK.KEY=VALUE",
+                   help="task option (repeatable), as in `qbench run`")
     p.set_defaults(func=cmd_check)

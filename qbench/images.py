@@ -1,5 +1,11 @@
 """Image decoding, kept off the model's critical path: a thread pool decodes the next batches
-while the model works on the current one (PIL releases the GIL while it decodes)."""
+while the model works on the current one (PIL releases the GIL while it decodes).
+
+Every image reaches a model as 8-bit RGB: high-bit-depth greyscale is scaled down, not clipped
+(PIL's own conversion turns a 16-bit gradient white). An image larger than `max_pixels` is an
+ImageError naming its size, found from the header before any pixel is decoded, so one huge file
+costs one counted sample and never the machine's memory.
+"""
 from __future__ import annotations
 
 from collections import deque
@@ -7,25 +13,75 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 from PIL import Image
 
 from .records import Sample
 
+# qbench enforces its own limit (below) before decoding; PIL's bomb check would refuse a
+# deliberately raised --max-pixels at open time.
+Image.MAX_IMAGE_PIXELS = None
+
+# The default batch (8) with prefetching keeps about four batches decoded at once: 32 RGB images
+# of 40 MP are ~3.8 GB, well inside a workstation's memory; KonIQ's images are 0.8 MP.
+DEFAULT_MAX_PIXELS = 40_000_000
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
 
 class ImageError(Exception):
-    """An image that is missing or cannot be decoded; one line with the path."""
+    """An image that is missing, too large or cannot be decoded; one line with the path."""
 
 
-def load_image(path: str) -> Image.Image:
-    """Decode an image fully into RGB, or raise ImageError naming the path and the cause."""
+def to_rgb8(image: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit greyscale ("I;16*", and "I" holding 16-bit values) is scaled by 1/257
+    so that 65535 maps to 255; 32-bit integers by their full range; float images in [0, 1] by
+    255 (other floats are taken as 0-255 values)."""
+    if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            scale = 255.0 if values.size and 0.0 <= values.min() and values.max() <= 1.0 else 1.0
+        elif image.mode == "I" and values.size and values.max() > 65535:
+            scale = 255.0 / 4294967295.0
+        else:
+            scale = 1.0 / 257.0
+        image = Image.fromarray(np.clip(np.rint(values * scale), 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
+
+
+def downscale_short_side(image: Image.Image, short_side: int) -> Image.Image:
+    """Bicubic downscaling so that the shorter side is `short_side` (never upscales)."""
+    width, height = image.size
+    if min(width, height) <= short_side:
+        return image
+    ratio = short_side / min(width, height)
+    size = (max(1, round(width * ratio)), max(1, round(height * ratio)))
+    return image.resize(size, Image.Resampling.BICUBIC)
+
+
+def load_image(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+               short_side: int | None = None) -> Image.Image:
+    """Decode an image fully into 8-bit RGB (downscaled when the task's protocol says so), or
+    raise ImageError naming the path and the cause."""
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageError(f"image too large: {path} is {width}x{height} = "
+                                 f"{width * height / 1e6:.1f} MP, over the limit of "
+                                 f"{max_pixels / 1e6:g} MP (--max-pixels)")
             im.load()
-            return im.convert("RGB")
+            image = to_rgb8(im)
     except FileNotFoundError:
         raise ImageError(f"image not found: {path}") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError) as exc:
         raise ImageError(f"cannot decode {path}: {exc}") from None
+    return downscale_short_side(image, short_side) if short_side else image
+
+
+def load_sample_images(sample: Sample, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
+    """A sample's images in order, as the model must see them."""
+    return [load_image(p, max_pixels=max_pixels, short_side=sample.resize_short_side)
+            for p in sample.images]
 
 
 @dataclass
@@ -35,17 +91,19 @@ class LoadedBatch:
     errors: dict[str, str]            # sample id -> why its images could not be loaded
 
 
-def _load_sample(sample: Sample) -> list[Image.Image] | str:
+def _load_sample(sample: Sample, max_pixels: int) -> list[Image.Image] | str:
     try:
-        return [load_image(p) for p in sample.images]
+        return load_sample_images(sample, max_pixels)
     except ImageError as exc:
         return str(exc)
 
 
-def _load_batch(pool: ThreadPoolExecutor | None, batch: list[Sample], decode: bool) -> LoadedBatch:
+def _load_batch(pool: ThreadPoolExecutor | None, batch: list[Sample], decode: bool,
+                max_pixels: int) -> LoadedBatch:
     if not decode:
         return LoadedBatch(batch, [[] for _ in batch], {})
-    results = list(pool.map(_load_sample, batch)) if pool else [_load_sample(s) for s in batch]
+    results = (list(pool.map(_load_sample, batch, [max_pixels] * len(batch))) if pool
+               else [_load_sample(s, max_pixels) for s in batch])
     good, images, errors = [], [], {}
     for sample, result in zip(batch, results):
         if isinstance(result, str):
@@ -57,12 +115,13 @@ def _load_batch(pool: ThreadPoolExecutor | None, batch: list[Sample], decode: bo
 
 
 def prefetch_batches(samples: Sequence[Sample], batch_size: int, *, decode: bool = True,
-                     workers: int = 4, ahead: int = 2) -> Iterator[LoadedBatch]:
+                     workers: int = 4, ahead: int = 2,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[LoadedBatch]:
     """Yield decoded batches in order, decoding up to `ahead` batches in advance."""
     batches = [list(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
     if not decode or workers <= 0:
         for batch in batches:
-            yield _load_batch(None, batch, decode)
+            yield _load_batch(None, batch, decode, max_pixels)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             ThreadPoolExecutor(max_workers=1) as scheduler:
@@ -70,6 +129,7 @@ def prefetch_batches(samples: Sequence[Sample], batch_size: int, *, decode: bool
         next_index = 0
         while next_index < len(batches) or pending:
             while next_index < len(batches) and len(pending) <= ahead:
-                pending.append(scheduler.submit(_load_batch, pool, batches[next_index], True))
+                pending.append(scheduler.submit(_load_batch, pool, batches[next_index], True,
+                                                max_pixels))
                 next_index += 1
             yield pending.popleft().result()

@@ -53,11 +53,13 @@ def fingerprint_path(path: Path) -> str:
 
 
 def fingerprint_samples(samples: list[Sample]) -> str:
-    """Hash of the ids, image paths and ground truth of a task's samples."""
+    """Hash of the ids, image paths, ground truth and preprocessing of a task's samples."""
     digest = hashlib.sha256()
     for s in samples:
-        digest.update(json.dumps([s.id, s.images, s.mos, s.distortion_class, s.severity,
-                                  s.choice, s.group]).encode())
+        fields = [s.id, s.images, s.mos, s.distortion_class, s.severity, s.choice, s.group]
+        if s.resize_short_side:   # only when set, so fingerprints of earlier runs stay valid
+            fields.append(s.resize_short_side)
+        digest.update(json.dumps(fields).encode())
     return digest.hexdigest()[:16]
 
 

@@ -23,6 +23,8 @@ class Sample:
       degradation  -> distortion_class and severity (canonical protocol words, "null" for none)
       comparison   -> choice ("Image A" | "Image B" | "Similar")
     `group` ties samples that are compared with each other (SRIQA-Bench groups).
+    `resize_short_side` is a step of the task's protocol: the images are downscaled so that the
+    shorter side is at most that many pixels before a model sees them (SPAQ).
     """
 
     id: str
@@ -35,6 +37,7 @@ class Sample:
     severity: str | None = None
     choice: str | None = None
     group: str | None = None
+    resize_short_side: int | None = None
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 

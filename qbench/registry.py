@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .model import Model, ModelConfig, ModelError
 from .task import Task
@@ -52,7 +52,6 @@ def load_plugins() -> None:
     global _loaded
     if _loaded:
         return
-    _loaded = True
     importlib.import_module("qbench.tasks")
     importlib.import_module("qbench.baselines")
     for group in ("qbench.tasks", "qbench.models"):
@@ -62,6 +61,8 @@ def load_plugins() -> None:
             except Exception as exc:
                 raise RegistryError(f"plugin {entry.name!r} ({entry.value}) failed to load: "
                                     f"{type(exc).__name__}: {exc}") from exc
+    # only now: a failed import must fail again next time, not leave a partial registry
+    _loaded = True
 
 
 def include(path: str | Path) -> None:
@@ -83,11 +84,12 @@ def include(path: str | Path) -> None:
             raise RegistryError(f"--include {file}: {type(exc).__name__}: {exc}") from exc
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, options: dict[str, Any] | None = None) -> Task:
+    """A task by name, configured with its `--task-arg` options."""
     load_plugins()
     if name not in TASKS:
         raise RegistryError(f"unknown task {name!r}; known: {', '.join(sorted(TASKS))}")
-    return TASKS[name]()
+    return TASKS[name](options)
 
 
 def create_model(name: str, config: ModelConfig | None = None) -> Model:

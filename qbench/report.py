@@ -109,7 +109,8 @@ def run_intervals(run: RunRecord, task: Task, *, resamples: int, level: float, s
     estimate is the value the run reported (a task that scores a metric its own way gets none)."""
     reported = run.metrics.get(task.name, {})
     intervals = task_intervals(task, run.samples(task.name), run.predictions(task.name),
-                               run.convention, resamples=resamples, level=level, seed=seed)
+                               run.convention, run.lower_better(task.name),
+                               resamples=resamples, level=level, seed=seed)
     kept = {}
     for name, interval in intervals.items():
         value = reported.get(name)
@@ -192,7 +193,7 @@ def scatter_plot(run: RunRecord, task: Task) -> Plot | None:
     x = np.array([answers[s.id].score for s in scored], float)
     y = np.array([s.mos for s in scored], float)
     sign_x = -1.0 if run.convention.lower_better else 1.0
-    sign_y = -1.0 if task.lower_better else 1.0
+    sign_y = -1.0 if run.lower_better(task.name) else 1.0
     fig, ax = _new_figure(5.2, 3.9)
     ax.scatter(x, y, s=10, alpha=0.5, color="#3b6ea8", edgecolors="none", label="samples")
     params = metrics.fit_logistic(sign_x * x, sign_y * y)
@@ -201,7 +202,7 @@ def scatter_plot(run: RunRecord, task: Task) -> Plot | None:
         ax.plot(grid, sign_y * metrics.logistic4(sign_x * grid, *params), color="#c0392b",
                 linewidth=2, label="4-parameter logistic fit")
     ax.set_xlabel(f"{run.model} score" + (" (lower is better)" if run.convention.lower_better else ""))
-    ax.set_ylabel("MOS" + (" (lower is better)" if task.lower_better else ""))
+    ax.set_ylabel("MOS" + (" (lower is better)" if run.lower_better(task.name) else ""))
     srcc = metrics.srcc(sign_x * x, sign_y * y)
     ax.set_title(f"{task.name}: SRCC {_fmt(srcc, 3)}, n = {len(scored)}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
@@ -279,7 +280,7 @@ def pick_transcripts(run: RunRecord, task: Task) -> list[Transcript]:
         scored = [s for s in ok if answers[s.id].score is not None and s.mos is not None]
         if len(scored) >= 2:
             pred = metrics.orient([answers[s.id].score for s in scored], run.convention.lower_better)
-            gt = metrics.orient([s.mos for s in scored], task.lower_better)
+            gt = metrics.orient([s.mos for s in scored], run.lower_better(task.name))
             gap = np.abs(stats.rankdata(pred) - stats.rankdata(gt))
             chosen += [("best", scored[int(np.argmin(gap))]), ("worst", scored[int(np.argmax(gap))])]
     else:

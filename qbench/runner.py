@@ -16,10 +16,10 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from . import manifest as mf
-from .images import prefetch_batches
+from .images import DEFAULT_MAX_PIXELS, prefetch_batches
 from .model import Model, ModelConfig, ModelError
 from .records import Prediction, Sample
-from .registry import TASKS, create_model, get_task, include, load_plugins
+from .registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
 from .results import update_leaderboard
 from .task import DataError, ModelConvention, Task, TaskData
 from .uncertainty import task_intervals
@@ -45,6 +45,8 @@ class RunConfig:
     include: list[Path] = field(default_factory=list)
     progress: bool = True
     ci_resamples: int = 0   # bootstrap intervals of the headline metrics when > 0
+    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # --task-arg
+    max_pixels: int = DEFAULT_MAX_PIXELS     # larger images are counted image errors
 
 
 @dataclass
@@ -76,12 +78,16 @@ def expand_tasks(names: list[str]) -> list[str]:
 
 
 def run_id(model: str, settings: dict[str, Any], split: str | None, limit: int | None,
-           shard: tuple[int, int] | None) -> str:
+           shard: tuple[int, int] | None, task_options: dict[str, dict[str, Any]] | None = None
+           ) -> str:
     """Derived from everything that changes a sample's prediction or the sample set, so the same
     command finds its own folder and a changed setting makes a new one. Tasks are not part of
     it: adding a task to a run reuses its predictions for the others."""
-    key = json.dumps({"model": model, "settings": settings, "split": split, "limit": limit,
-                      "shard": list(shard) if shard else None}, sort_keys=True, default=str)
+    fields = {"model": model, "settings": settings, "split": split, "limit": limit,
+              "shard": list(shard) if shard else None}
+    if task_options:   # absent when none are set, so earlier run ids stay valid
+        fields["task_options"] = task_options
+    key = json.dumps(fields, sort_keys=True, default=str)
     slug = model.replace(":", "-").replace("/", "-")
     suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}{suffix}"
@@ -176,11 +182,26 @@ def prepare_task(task: Task, config: RunConfig, model: Model) -> TaskData | str:
         return f"no split {split!r} (has: {', '.join(task.splits)})"
     try:
         folder = task.locate(config.data_root, config.data_paths.get(task.name))
-        data = task.load(folder, split)
+        data = load_split(task, folder, split)
     except DataError as exc:
         return str(exc)
     if not data.samples:
         return f"no samples in split {split!r} of {folder}"
+    return data
+
+
+def load_split(task: Task, folder: Path, split: str) -> TaskData:
+    """`task.load`, with the facts a plugin's loader may leave out taken from its declaration
+    (the split, its expected count, the ground-truth direction, the options)."""
+    data = task.load(folder, split)
+    data.split = data.split or split
+    if data.lower_better is None:
+        data.lower_better = task.lower_better
+    if data.expected_count is None:
+        data.expected_count = task.expected_count.get(split)
+    if not data.split_source:
+        data.split_source = data.source
+    data.options = data.options or task.option_values()
     return data
 
 
@@ -192,7 +213,7 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
     bar = progress.add_task(f"{task.name:<18}", total=len(samples), completed=len(samples) - len(todo))
     by_id = {s.id: s for s in todo}
     for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
-                                  workers=config.workers):
+                                  workers=config.workers, max_pixels=config.max_pixels):
         failed = [Prediction.failure(by_id[sid], "image_error", err)
                   for sid, err in batch.errors.items()]
         predicted: list[Prediction] = []
@@ -211,14 +232,15 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
                    for p in failed + predicted])
         progress.advance(bar, len(failed) + len(predicted))
     predictions = log.predictions(task.name)
-    metrics = task.evaluate(samples, predictions, model.convention())
+    metrics = task.evaluate(samples, predictions, model.convention(), data.lower_better)
     if config.ci_resamples:
         intervals = task_intervals(task, samples, predictions, model.convention(),
-                                   resamples=config.ci_resamples, seed=config.seed)
+                                   data.lower_better, resamples=config.ci_resamples,
+                                   seed=config.seed)
         metrics["ci"] = {name: interval.to_json() for name, interval in intervals.items()}
-    return {"task": task.name, "kind": task.kind, "split": config.split or task.default_split,
-            "source": data.source, "notes": data.notes, "n_available": len(data.samples),
-            **metrics}
+    return {"task": task.name, "kind": task.kind, "split": data.split, "source": data.source,
+            "split_source": data.split_source, "notes": data.notes, "problems": data.problems(),
+            "n_available": len(data.samples), "expected_count": data.expected_count, **metrics}
 
 
 def run(config: RunConfig, console: Console | None = None) -> RunResult:
@@ -228,12 +250,17 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
     for path in config.include:
         include(path)
     task_names = expand_tasks(config.tasks)
-    tasks = [get_task(name) for name in task_names]
+    unknown = sorted(set(config.task_options) - set(task_names))
+    if unknown:
+        raise RegistryError(f"--task-arg for {', '.join(unknown)}, which this run does not "
+                            f"include (tasks: {', '.join(task_names)})")
+    tasks = [get_task(name, config.task_options.get(name)) for name in task_names]
     model = create_model(config.model, ModelConfig(
         model_path=config.model_path, device=config.device, batch_size=config.batch_size,
-        seed=config.seed, options=config.model_options))
+        seed=config.seed, options=config.model_options, workers=config.workers))
     run_dir = config.output_dir / (config.run_name or run_id(
-        config.model, model.settings(), config.split, config.limit, config.shard))
+        config.model, model.settings(), config.split, config.limit, config.shard,
+        config.task_options))
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "metrics.json"
     old = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
@@ -264,8 +291,7 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
                         "for a new run")))
                     continue
                 manifest["tasks"][task.name] = {
-                    "kind": task.kind, "split": config.split or task.default_split,
-                    "source": data.source, "n": len(data.samples),
+                    "kind": task.kind, **data.describe(),
                     "n_selected": len(select(data.samples, config)),
                     "data_fingerprint": fingerprint}
                 mf.write_json(manifest_path, manifest)
@@ -331,7 +357,8 @@ def merge(run_dirs: list[Path], output_dir: Path) -> RunResult:
     outcomes, all_metrics = [], {}
     for name, info in tasks.items():
         samples = samples_from_log(merged, name, info["kind"])
-        metrics = get_task(name).evaluate(samples, merged.predictions(name), convention)
+        metrics = get_task(name).evaluate(samples, merged.predictions(name), convention,
+                                          bool(info.get("lower_better", False)))
         metrics = {"task": name, "kind": info["kind"], "split": info["split"],
                    "source": info["source"], "notes": [], "n_available": info["n"], **metrics}
         if len(samples) < info["n_selected"]:

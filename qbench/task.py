@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,13 +21,65 @@ class DataNotFound(DataError):
     """The task's files are not where qbench looked."""
 
 
+# More rows than this share dropped by a reader is a problem (`data check` exits 1, `run` 3).
+DROP_TOLERANCE = 0.01
+
+
 @dataclass
 class TaskData:
-    """What a task's loader returns: the samples, and notes on rows it had to drop."""
+    """What a task's loader returns: the samples of one split and every fact about them that a
+    later reader of the run needs. Tasks are stateless: what `load` learns is here, nowhere else.
+
+    `rows_read` / `rows_dropped` count the rows or records the reader looked at and threw away
+    (a missing or out-of-range score, an unusable record, a repeated image); `repeated` counts
+    the images listed more than once. `notes` explain every one of them in a line each.
+    """
 
     samples: list[Sample]
     notes: list[str] = field(default_factory=list)
-    source: str = ""  # which files were read (native release, DeQA metas, ...)
+    source: str = ""                  # which files were read (native release, DeQA metas, ...)
+    split: str = ""
+    split_source: str = ""            # what defined the split: a meta file, a published list, ...
+    lower_better: bool | None = None  # direction of Sample.mos as loaded; None: as declared
+    mos_range: tuple[float, float] | None = None   # the scale of Sample.mos, where known
+    expected_count: int | None = None  # the published size of this split from this source
+    rows_read: int = 0
+    rows_dropped: int = 0
+    repeated: int = 0
+    options: dict[str, Any] = field(default_factory=dict)   # the task options in effect
+
+    def problems(self) -> list[str]:
+        """What makes this split differ from the published one, a line each: a count that is
+        not the expected one, more than DROP_TOLERANCE of the rows dropped, images listed
+        twice. `data check`, `run` and `train --check` all report these the same way."""
+        out = []
+        n = len(self.samples)
+        if self.expected_count is not None and n != self.expected_count:
+            out.append(f"{n} samples in split {self.split!r}, expected {self.expected_count} "
+                       f"({self.split_source or self.source})")
+        if self.rows_read and self.rows_dropped / self.rows_read > DROP_TOLERANCE:
+            out.append(f"dropped {self.rows_dropped} of {self.rows_read} rows "
+                       f"({self.rows_dropped / self.rows_read:.1%}, more than "
+                       f"{DROP_TOLERANCE:.0%}): see the notes")
+        if self.repeated:
+            out.append(f"{self.repeated} images listed more than once (one row kept for each; "
+                       f"see the notes)")
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """The facts a run folder keeps about the loaded split (everything but the samples)."""
+        return {"split": self.split, "source": self.source, "split_source": self.split_source,
+                "lower_better": self.lower_better,
+                "mos_range": list(self.mos_range) if self.mos_range else None,
+                "expected_count": self.expected_count, "n": len(self.samples),
+                "rows_read": self.rows_read, "rows_dropped": self.rows_dropped,
+                "repeated": self.repeated, "notes": list(self.notes),
+                "problems": self.problems(), "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A task without options."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +103,20 @@ class Task(ABC):
     folders: ClassVar[tuple[str, ...]] = ()    # sub-folders of the data root to try, in order
     markers: ClassVar[tuple[str, ...]] = ()    # relative paths or globs; any one marks the data
     in_all: ClassVar[bool] = True              # part of `--tasks all` (the demos are not)
+    Options: ClassVar[type] = NoOptions        # a dataclass of the task's `--task-arg`s
+
+    def __init__(self, options: dict[str, Any] | None = None):
+        from .backends.options import parse_options
+        self.options = parse_options(self.Options, options or {}, self.name, flag="--task-arg",
+                                     error=DataError)
+
+    def option_values(self) -> dict[str, Any]:
+        return asdict(self.options)
+
+    def split_help(self, split: str) -> str:
+        """Where `split` comes from (shown by `qbench list`); tasks with several sources say more."""
+        count = self.expected_count.get(split)
+        return f"expected {count:,}" if count is not None else ""
 
     @property
     def prompt_kind(self) -> Kind:
@@ -79,9 +145,10 @@ class Task(ABC):
 
     # -------------------------------------------------------------------------- scoring
     def evaluate(self, samples: Sequence[Sample], predictions: dict[str, Prediction],
-                 model: ModelConvention) -> dict[str, Any]:
+                 model: ModelConvention, lower_better: bool = False) -> dict[str, Any]:
         """Metrics for one run of this task. `predictions` maps sample id to prediction;
-        samples without one count as missing."""
+        samples without one count as missing; `lower_better` is the loaded ground truth's
+        direction (TaskData.lower_better)."""
         summary = coverage(samples, predictions)
         ok = [s for s in samples if s.id in predictions and predictions[s.id].ok]
         if self.kind == "score":
@@ -89,7 +156,7 @@ class Task(ABC):
             summary["n_scored"] = len(scored)
             if len(scored) >= 3:
                 pred = metrics.orient([predictions[s.id].score for s in scored], model.lower_better)
-                gt = metrics.orient([s.mos for s in scored], self.lower_better)
+                gt = metrics.orient([s.mos for s in scored], lower_better)
                 summary.update(metrics.score_metrics(
                     pred, gt, [s.mos_norm for s in scored],
                     pred_on_norm_scale=model.score_range == (1.0, 5.0) and not model.lower_better))

@@ -214,7 +214,8 @@ def paired_bootstrap(statistic_a: Statistic, statistic_b: Statistic, n: int, *,
 # ------------------------------------------------------------------------ per task
 
 def task_statistics(task: Task, samples: Sequence[Sample], predictions: Mapping[str, Prediction],
-                    model: ModelConvention) -> tuple[list[str], dict[str, Statistic]]:
+                    model: ModelConvention, lower_better: bool = False
+                    ) -> tuple[list[str], dict[str, Statistic]]:
     """The resamplable headline metrics of one task, as Task.evaluate defines them: the ids of
     the samples they are computed over (in order) and a statistic per metric name.
 
@@ -226,7 +227,7 @@ def task_statistics(task: Task, samples: Sequence[Sample], predictions: Mapping[
         scored = [s for s in samples if (p := predictions.get(s.id)) and p.ok and p.score is not None
                   and s.mos is not None]
         pred = orient([predictions[s.id].score for s in scored], model.lower_better)
-        gt = orient([s.mos for s in scored], task.lower_better)
+        gt = orient([s.mos for s in scored], lower_better)
         return [s.id for s in scored], {"plcc": pearson_statistic(pred, gt),
                                         "srcc": spearman_statistic(pred, gt)}
     answered = [p if (p := predictions.get(s.id)) and p.ok else None for s in samples]
@@ -245,11 +246,12 @@ def task_statistics(task: Task, samples: Sequence[Sample], predictions: Mapping[
 
 
 def task_intervals(task: Task, samples: Sequence[Sample], predictions: Mapping[str, Prediction],
-                   model: ModelConvention, *, resamples: int = DEFAULT_RESAMPLES,
-                   level: float = DEFAULT_LEVEL, seed: int = 0) -> dict[str, Interval]:
+                   model: ModelConvention, lower_better: bool = False, *,
+                   resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
+                   seed: int = 0) -> dict[str, Interval]:
     """Bootstrap intervals of a task's headline metrics; same arguments as Task.evaluate, so a
     runner can add them to its metrics (`{name: interval.to_json()}`)."""
-    ids, statistics = task_statistics(task, samples, predictions, model)
+    ids, statistics = task_statistics(task, samples, predictions, model, lower_better)
     return {name: bootstrap_interval(statistic, len(ids), resamples=resamples, level=level,
                                      seed=seed)
             for name, statistic in statistics.items()}

@@ -10,8 +10,10 @@ import json
 import math
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -149,27 +151,78 @@ def read_xlsx(path: Path, columns: Sequence[str], sheet: str | int = 0, header_r
 
 
 def read_name_scores(path: Path) -> list[tuple[str, float | None]]:
-    """Lines `name,score` (PIPAL labels, SRIQA-Bench MOS files). A score that is not a number
-    becomes None (the caller counts it); a line without a comma is a format error."""
+    """Lines `name,score` (PIPAL labels, SRIQA-Bench MOS files; A-FINE's own reader also takes
+    `name score`). A score that is not a number becomes None (the caller counts it); a line
+    with no separator is a format error."""
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
     out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        name, sep, score = line.partition(",")
-        if not sep or not name.strip():
+        parts = line.strip().split(",") if "," in line else line.split()
+        if len(parts) < 2 or not parts[0].strip():
             raise DataError(f"{path}:{number}: expected 'name,score', got {line.strip()[:60]!r}")
-        out.append((name.strip(), usable_score(score.strip(), None)))
+        out.append((parts[0].strip(), usable_score(parts[1].strip(), None)))
     return out
 
 
-# ------------------------------------------------------------------------------ DeQA metas
+# ------------------------------------------------------------------------------ published lists
+
+def read_name_list(name: str) -> list[str]:
+    """A packaged list of image names (`qbench/tasks/splits/<name>`): one name or relative path
+    per line, `#` lines are provenance comments."""
+    text = (resources.files("qbench.tasks") / "splits" / name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def name_key(path: str | Path) -> str:
+    """How a listed image is matched to a release row: its file name, case-folded (lists and
+    releases disagree on folders and on the case of type words: `1600.AWGN.1.png`)."""
+    return PurePosixPath(str(path).replace("\\", "/")).name.lower()
+
+
+def select_listed(rows: list[ScoreRow], names: Sequence[str], label: str
+                  ) -> tuple[list[ScoreRow], list[str]]:
+    """The rows a published list names, in the list's order, and a note for each listed name
+    the release does not have."""
+    by_name = {name_key(r.image): r for r in rows}
+    chosen = [by_name[name_key(n)] for n in names if name_key(n) in by_name]
+    absent = [n for n in names if name_key(n) not in by_name]
+    notes = ([f"{len(absent)} of the {len(names)} images of {label} are not rows of the release "
+              f"file (e.g. {', '.join(absent[:3])})"] if absent else [])
+    return chosen, notes
+
+
+# ------------------------------------------------------------------------------ repeated images
+
+def keep_first(rows: list[ScoreRow], source: Path | str) -> tuple[list[ScoreRow], int, list[str]]:
+    """One row per image: the first listed is kept (the documented rule). Returns the rows, the
+    number of images listed more than once, and a note naming them with their scores."""
+    first: dict[Path, ScoreRow] = {}
+    extra: dict[Path, list[float]] = {}
+    for row in rows:
+        if row.image in first:
+            extra.setdefault(row.image, []).append(row.mos)
+        else:
+            first[row.image] = row
+    if not extra:
+        return rows, 0, []
+    differ = [image for image, scores in extra.items() if any(s != first[image].mos for s in scores)]
+    shown = "; ".join(f"{image.name} ({', '.join(f'{v:g}' for v in [first[image].mos, *extra[image]])})"
+                      for image in list(extra)[:3])
+    note = (f"{len(extra)} images listed more than once in {source} ({len(differ)} with different "
+            f"scores); kept the first row of each: {shown}")
+    return list(first.values()), len(extra), [note]
+
+
+# ------------------------------------------------------------------------------ meta files
 
 def find_meta(folder: Path, pattern: str) -> Path | None:
-    """A DeQA meta file (`test_koniq_*.json`) in `<folder>/metas/` or `<folder>/`."""
+    """A meta file (a DeQA `test_koniq_*.json`, a Q-Align `test_koniq.json`) in
+    `<folder>/metas/` or `<folder>/`."""
     for place in (folder / "metas", folder):
         found = sorted(place.glob(pattern)) if place.is_dir() else []
         if found:
@@ -179,7 +232,7 @@ def find_meta(folder: Path, pattern: str) -> Path | None:
 
 def read_json_records(path: Path) -> list[Any]:
     try:
-        records = json.loads(path.read_text())
+        records = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path}: not readable JSON: {str(exc).splitlines()[0]}") from None
     if not isinstance(records, list):
@@ -188,47 +241,103 @@ def read_json_records(path: Path) -> list[Any]:
 
 
 def deqa_base(folder: Path, image: str) -> Path:
-    """DeQA image paths are relative to the data root (`KONIQ/images/x.jpg`): resolve against
-    the dataset folder's parent when the path starts with the folder's own name."""
+    """Meta image paths are relative to the data root (`KONIQ/images/x.jpg`, Q-Align's
+    `koniq/x.jpg`): resolve against the dataset folder's parent when the path starts with the
+    folder's own name."""
     first = PurePosixPath(str(image).replace("\\", "/")).parts[:1]
     return folder.parent if first and first[0].lower() == folder.name.lower() else folder
 
 
 @dataclass
-class DeqaRows:
+class MetaRows:
+    """The usable records of a meta file, and what was dropped and why."""
+
     rows: list[ScoreRow]
     norms: list[float | None]       # gt_score_norm per row, where the record has one
-    lower_better: bool              # direction of gt_score as the file orders it
+    read: int                       # records in the file
+    dropped: int
     notes: list[str]
 
 
-def read_deqa(folder: Path, meta: Path, declared_lower_better: bool) -> DeqaRows:
-    """Rows of a DeQA-Score meta file (`{image, gt_score, gt_score_norm, ...}`).
+def _dropped_note(meta: Path, read: int, reasons: dict[str, int]) -> list[str]:
+    if not reasons:
+        return []
+    why = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+    return [f"dropped {sum(reasons.values())} of {read} records of {meta.name}: {why}"]
 
-    gt_score is kept raw. Its direction is read off the file where it can be (gt_score against
-    gt_score_norm, which REFERENCE §2 says is always higher-is-better): re-packagings of DMOS
-    sets differ in whether they flipped the raw score."""
-    rows, norms, bad = [], [], 0
-    for record in read_json_records(meta):
+
+def read_deqa(folder: Path, meta: Path) -> MetaRows:
+    """Rows of a DeQA-Score meta file (`{image, gt_score, gt_score_norm, ...}`); gt_score is
+    kept raw. The caller reads its direction off gt_score_norm (see `direction_of`)."""
+    rows, norms, reasons = [], [], Counter()
+    records = read_json_records(meta)
+    for record in records:
         if not isinstance(record, dict) or "image" not in record:
-            bad += 1
+            reasons["without 'image'"] += 1
             continue
         score = usable_score(record.get("gt_score"), None)
         norm = usable_score(record.get("gt_score_norm"), (1.0 - 1e-6, 5.0 + 1e-6))
-        if score is None or (record.get("gt_score_norm") is not None and norm is None):
-            bad += 1
+        if score is None:
+            reasons["without a numeric 'gt_score'"] += 1
+            continue
+        if record.get("gt_score_norm") is not None and norm is None:
+            reasons["with a 'gt_score_norm' outside [1, 5]"] += 1
             continue
         image = str(record["image"])
-        path = safe_path(deqa_base(folder, image), image, meta)
-        rows.append(ScoreRow(path, score, meta={"deqa_id": record.get("id")}))
+        rows.append(ScoreRow(safe_path(deqa_base(folder, image), image, meta), score,
+                             meta={"deqa_id": record.get("id")}))
         norms.append(norm)
-    lower_better = declared_lower_better
-    notes = drop_note(bad, "records without a usable image/gt_score/gt_score_norm", meta)
-    paired = [(r.mos, n) for r, n in zip(rows, norms) if n is not None]
-    if len(paired) >= 3 and np.ptp([p[0] for p in paired]) > 0:
-        rho = float(stats.spearmanr(*zip(*paired))[0])
-        lower_better = bool(rho < 0) if math.isfinite(rho) else declared_lower_better
-        if lower_better != declared_lower_better:
-            notes.append(f"{meta.name}: gt_score is {'lower' if lower_better else 'higher'}-is-better "
-                         f"in this file (read off gt_score_norm); metrics use that direction")
-    return DeqaRows(rows, norms, lower_better, notes)
+    return MetaRows(rows, norms, len(records), sum(reasons.values()),
+                    _dropped_note(meta, len(records), dict(reasons)))
+
+
+def direction_of(rows: MetaRows, declared_lower_better: bool, meta: Path) -> tuple[bool, list[str]]:
+    """Whether gt_score is lower-is-better in this file, read off gt_score_norm (which REFERENCE
+    §2 says is always higher-is-better): re-packagings of DMOS sets differ in whether they
+    flipped the raw score. The declaration stands where the file cannot tell."""
+    paired = [(r.mos, n) for r, n in zip(rows.rows, rows.norms) if n is not None]
+    if len(paired) < 3 or np.ptp([p[0] for p in paired]) == 0:
+        return declared_lower_better, []
+    rho = float(stats.spearmanr(*zip(*paired))[0])
+    found = bool(rho < 0) if math.isfinite(rho) else declared_lower_better
+    if found == declared_lower_better:
+        return found, []
+    return found, [f"{meta.name}: gt_score is {'lower' if found else 'higher'}-is-better in this "
+                   f"file (read off gt_score_norm); metrics use that direction"]
+
+
+QALIGN_IMAGE_KEYS = ("image", "img_path")
+
+
+def qalign_score(record: dict[str, Any]) -> float | None:
+    """A Q-Align test record's score: `gt_score` (a number or a numeric string), else the number
+    after '->' in `id` (its test_kadid.json keeps the score only there)."""
+    if "gt_score" in record:
+        return usable_score(record["gt_score"], None)
+    _, arrow, tail = str(record.get("id", "")).rpartition("->")
+    return usable_score(tail, None) if arrow else None
+
+
+def read_qalign(folder: Path, meta: Path, images: dict[str, Path]) -> MetaRows:
+    """Rows of one of Q-Align's own test JSON files (`test_koniq.json`, `livec.json`, ...).
+    Their image paths are relative to Q-Align's data folder (`koniq/x.jpg`); an image is looked
+    for there relative to this folder's parent, then to this folder, then by file name among
+    `images` (the release's own image folders)."""
+    rows, reasons = [], Counter()
+    records = read_json_records(meta)
+    for record in records:
+        key = next((k for k in QALIGN_IMAGE_KEYS if isinstance(record, dict) and k in record), None)
+        if key is None:
+            reasons["without 'image' or 'img_path'"] += 1
+            continue
+        score = qalign_score(record)
+        if score is None:
+            reasons["without a numeric 'gt_score' (or a score after '->' in 'id')"] += 1
+            continue
+        listed = str(record[key])
+        path = safe_path(deqa_base(folder, listed), listed, meta)
+        if not path.exists():
+            path = images.get(name_key(listed), path)
+        rows.append(ScoreRow(path, score, meta={"listed_as": listed}))
+    return MetaRows(rows, [None] * len(rows), len(records), sum(reasons.values()),
+                    _dropped_note(meta, len(records), dict(reasons)))

@@ -1,5 +1,5 @@
-"""AGIQA-3K: AI-generated images, `mos_quality` 0-~5, higher is better (REFERENCE §2); a
-cross-dataset set, tested whole."""
+"""AGIQA-3K: 2,982 AI-generated images, `mos_quality` 0-~5, higher is better (REFERENCE §2); a
+cross-dataset set, tested whole (the DeQA meta, Q-Align's agi.json or the authors' data.csv)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,24 +7,27 @@ from pathlib import Path
 from qbench import register_task
 
 from ._formats import ScoreRow, index_images, read_csv
-from ._score import ScoreTask
+from ._score import NativeTable, ScoreTask, Split
 
 
 @register_task
 class AGIQA3K(ScoreTask):
     name = "agiqa3k"
     description = "AGIQA-3K AI-generated images (perceptual quality MOS; whole set)"
-    expected_count = {"test": 2982}
+    split_specs = {
+        "test": Split(deqa="test_agiqa_*.json", qalign="agi.json", native="*",
+                      expected={"qalign": 2982, "native": 2982}),
+    }
     folders = ("agiqa3k", "AGIQA-3K", "AGIQA3K")
     native_files = ("data.csv",)
-    deqa_key = "agiqa"
-    mos_range = (0.0, 5.0)
+    qalign_range = (0.0, 5.0)
 
-    def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
+    def read_native(self, folder: Path) -> NativeTable:
         path = folder / "data.csv"
         frame = read_csv(path, ["name", "mos_quality"])
         found = index_images([folder])
         prompts = frame["prompt"] if "prompt" in frame.columns else [None] * len(frame)
-        return [ScoreRow(found.get(str(name).strip().lower(), folder / str(name).strip()), mos, "test",
-                         meta={"prompt": prompt})
-                for name, mos, prompt in zip(frame["name"], frame["mos_quality"], prompts)], path
+        return NativeTable([ScoreRow(found.get(str(name).strip().lower(), folder / str(name).strip()),
+                                     mos, meta={"prompt": prompt})
+                            for name, mos, prompt in zip(frame["name"], frame["mos_quality"], prompts)],
+                           path, (0.0, 5.0))

@@ -1,5 +1,9 @@
-"""CSIQ: 866 distorted images, DMOS 0-1, LOWER is better (REFERENCE §2). A cross-dataset set:
-the whole set is the test split."""
+"""CSIQ: 866 distorted images, DMOS 0-1, LOWER is better (REFERENCE §2). The default `test` is
+the whole set, as the published Q-Insight figures use it. `qalign-750` is the 750 images of
+Q-Align's csiq.json. Read as published, that file lists 150 'contrast' images (levels 1-5, their
+gt_scores equal to the AWGN images' of the same name and level) and no 'blur' image; with the
+native release, the list's names that the release lacks are reported and the count check fails.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +11,7 @@ from pathlib import Path
 from qbench import register_task
 
 from ._formats import ScoreRow, index_images, read_xlsx
-from ._score import ScoreTask
+from ._score import NativeTable, ScoreTask, Split
 
 SHEET_FILE = "csiq.DMOS.xlsx"
 # The sheet's dst_type words where the image file names spell the type differently.
@@ -28,13 +32,17 @@ class CSIQ(ScoreTask):
     name = "csiq"
     description = "CSIQ synthetic distortions (DMOS 0-1, lower is better; whole set)"
     lower_better = True
-    expected_count = {"test": 866}
+    split_specs = {
+        "test": Split(deqa="test_csiq_*.json", native="*", expected={"native": 866}),
+        "qalign-750": Split(qalign="csiq.json", names="qalign_csiq.txt", native="*",
+                            expected={"qalign": 750, "native": 750}),
+    }
     folders = ("csiq", "CSIQ")
     native_files = (SHEET_FILE,)
-    deqa_key = "csiq"
-    mos_range = (0.0, 1.0)
+    image_folders = ("dst_imgs",)
+    qalign_range = (0.0, 1.0)
 
-    def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
+    def read_native(self, folder: Path) -> NativeTable:
         path = folder / SHEET_FILE
         frame = read_xlsx(path, ["image", "dst_type", "dst_lev", "dmos"], sheet="all_by_image",
                           header_row=4)
@@ -48,6 +56,6 @@ class CSIQ(ScoreTask):
                 rows.append(ScoreRow(folder / "dst_imgs" / str(image), float("nan")))
                 continue
             fallback = folder / "dst_imgs" / name.split(".")[1] / name
-            rows.append(ScoreRow(found.get(name.lower(), fallback), dmos, "test",
+            rows.append(ScoreRow(found.get(name.lower(), fallback), dmos,
                                  meta={"dst_type": str(dst_type).strip(), "dst_lev": int(float(level))}))
-        return rows, path
+        return NativeTable(rows, path, (0.0, 1.0))

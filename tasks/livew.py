@@ -1,6 +1,7 @@
 """LIVE In the Wild Image Quality Challenge (CLIVE): 1,169 photographs, MOS ~3-92 (REFERENCE
-§2). The first seven are the release's training images: the test split (the cross-dataset
-protocol) leaves them out, `--split all` keeps them."""
+§2). The default `test` is all 1,169, as Q-Align's livec.json lists them (its first seven,
+t1-t7, are the release's training images); `without-training-images` leaves those seven out
+(1,162), the challenge's own test set."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ import scipy.io
 from qbench import DataError, register_task
 
 from ._formats import ScoreRow, index_images
-from ._score import ScoreTask
+from ._score import NativeTable, ScoreTask, Split
 
 NAMES_MAT, MOS_MAT = "Data/AllImages_release.mat", "Data/AllMOS_release.mat"
 TRAINING_IMAGES = 7
@@ -44,20 +45,24 @@ def cell_strings(cells: np.ndarray) -> list[str]:
 class LiveWild(ScoreTask):
     name = "livew"
     description = "LIVE-Wild (CLIVE) in-the-wild photographs (MOS 0-100; whole set)"
-    splits = ("test", "all")
-    expected_count = {"test": 1162, "all": 1169}
+    split_specs = {
+        "test": Split(deqa="test_livew_*.json", qalign="livec.json", native="*",
+                      expected={"qalign": 1169, "native": 1169}),
+        "without-training-images": Split(native="test", expected={"native": 1162}),
+    }
     folders = ("livew", "ChallengeDB_release", "LIVE-WILD")
     native_files = (NAMES_MAT,)
-    deqa_key = "livew"
-    mos_range = (0.0, 100.0)
+    image_folders = ("Images",)
+    qalign_range = (0.0, 100.0)
 
-    def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
+    def read_native(self, folder: Path) -> NativeTable:
         names = cell_strings(mat_variable(folder / NAMES_MAT, "AllImages_release"))
         scores = np.ravel(mat_variable(folder / MOS_MAT, "AllMOS_release")).tolist()
         if len(names) != len(scores):
             raise DataError(f"{folder / NAMES_MAT}: {len(names)} image names but {len(scores)} "
                             f"scores in {MOS_MAT}")
         found = index_images([folder / "Images"])
-        return [ScoreRow(found.get(name.lower(), folder / "Images" / name), mos,
-                         "train" if i < TRAINING_IMAGES else "test")
-                for i, (name, mos) in enumerate(zip(names, scores))], folder / NAMES_MAT
+        return NativeTable([ScoreRow(found.get(name.lower(), folder / "Images" / name), mos,
+                                     "train" if i < TRAINING_IMAGES else "test")
+                            for i, (name, mos) in enumerate(zip(names, scores))],
+                           folder / NAMES_MAT, (0.0, 100.0))

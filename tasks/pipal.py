@@ -1,5 +1,8 @@
-"""PIPAL: restoration outputs rated by Elo (917-1836, higher is better; REFERENCE §2). Only
-the training labels are public: the DeQA test meta (5k) is the default split."""
+"""PIPAL: restoration outputs rated by Elo (917-1836, higher is better; REFERENCE §2). Only the
+training labels are public (`Train_Label/`, 23,200 images): the test split that DeQA-Score and
+Q-Insight report exists only as the DeQA meta (`metas/test_pipal_*.json`, whose size is not
+published: no count is checked); without it, `--split all` evaluates on the public labels, which
+is not the published protocol."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,20 +10,22 @@ from pathlib import Path
 from qbench import DataError, register_task
 
 from ._formats import ScoreRow, index_images, read_name_scores
-from ._score import ScoreTask
+from ._score import NativeTable, ScoreTask, Split
 
 
 @register_task
 class PIPAL(ScoreTask):
     name = "pipal"
-    description = "PIPAL restoration outputs (Elo scores)"
-    splits = ("test", "train", "all")
-    expected_count = {"test": 5000, "all": 23200}
+    description = "PIPAL restoration outputs (Elo scores); test split from the DeQA meta only"
+    split_specs = {
+        "test": Split(deqa="test_pipal_*.json"),
+        "train": Split(deqa="train_pipal_*.json"),
+        "all": Split(native="*", expected={"native": 23200}),
+    }
     folders = ("pipal", "PIPAL")
     native_files = ("Train_Label",)
-    deqa_key = "pipal"
 
-    def read_native(self, folder: Path) -> tuple[list[ScoreRow], Path]:
+    def read_native(self, folder: Path) -> NativeTable:
         labels = folder / "Train_Label"
         files = sorted(labels.glob("*.txt"))
         if not files:
@@ -29,4 +34,4 @@ class PIPAL(ScoreTask):
         rows = [ScoreRow(found.get(name.lower(), folder / "Distortion_1" / name),
                          float("nan") if score is None else score, meta={"ref": name.split("_")[0]})
                 for file in files for name, score in read_name_scores(file)]
-        return rows, labels
+        return NativeTable(rows, labels, None)

@@ -60,20 +60,35 @@ def test_command_reports_per_task_and_fails_on_problems(tmp_path, capsys):
     assert lines[0] == f"kadid: PROBLEMS: {tmp_path / 'KADID10K'}"
     assert "  read: DeQA-Score meta KADID10K/metas/test_kadid_8.json" in lines
     assert "  split test: 8 samples (expected 2000), 8 image files" in lines
+    assert "  PROBLEM: 8 samples in split 'test', expected 2000 (DeQA-Score meta " \
+           "KADID10K/metas/test_kadid_8.json)" in lines
     assert "  missing images: 1: images/0000.png" in lines
     assert "  duplicate images (same content): 1 groups: images/0002.png = images/0003.png" in lines
     assert "  train/test overlap: 3 images: images/0001.png, images/0006.png, images/0007.png" in lines
-    assert any(line.startswith("agiqa3k: NOT READY: agiqa3k: data.csv or metas/test_agiqa_*.json or test_agiqa_*.json "
-                               f"not found in {tmp_path / 'agiqa3k'}") for line in lines)
+    assert any(line.startswith("agiqa3k: NOT READY: agiqa3k: data.csv or metas/test_agiqa_*.json or "
+                               "test_agiqa_*.json or metas/agi.json or agi.json not found in "
+                               f"{tmp_path / 'agiqa3k'}") for line in lines)
 
 
-def test_command_passes_on_a_clean_native_folder(tmp_path, capsys):
-    build_koniq(tmp_path)
-    assert main(["data", "check", "--tasks", "koniq", "--data-root", str(tmp_path)]) == 0
+def test_command_passes_on_a_clean_folder(tmp_path, capsys):
+    assert main(["data", "check", "--tasks", "demo-score"]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"koniq: ok: {tmp_path / 'koniq'}"
+    assert out.splitlines()[0].startswith("demo-score: ok: ")
+    assert "  split test: 420 samples (expected 420), 420 image files" in out
+    assert "PROBLEM" not in out
+
+
+def test_counts_and_dropped_rows_fail_the_check_and_say_why(tmp_path, capsys):
+    build_koniq(tmp_path)
+    assert main(["data", "check", "--tasks", "koniq", "--split", "test",
+                 "--data-root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"koniq: PROBLEMS: {tmp_path / 'koniq'}"
+    assert ("  PROBLEM: 11 samples in split 'test', expected 2015 (rows of "
+            "koniq10k_distributions_sets.csv whose split is 'test')") in out
+    assert "  PROBLEM: dropped 2 of 40 rows (5.0%, more than 1%): see the notes" in out
+    assert "dropped 2 rows with a missing or outside 0..100 score" in out
     assert "  train/test overlap: 0 images" in out
-    assert "dropped 2 rows with a missing or outside 1.0..5.0 score" in out
 
 
 def test_unknown_split_is_reported_not_raised(tmp_path, capsys):
@@ -87,5 +102,6 @@ def test_per_task_path_overrides_the_data_root(tmp_path, capsys):
     build_koniq(tmp_path / "elsewhere", folder="my-koniq-copy")
     code = main(["data", "check", "--tasks", "koniq", "--data-root", str(tmp_path / "empty"),
                  "--data", f"koniq={tmp_path / 'elsewhere' / 'my-koniq-copy'}", "--no-decode"])
-    assert code == 0
-    assert capsys.readouterr().out.startswith(f"koniq: ok: {tmp_path / 'elsewhere' / 'my-koniq-copy'}\n")
+    assert code == 1   # a fixture is not the published 2,010 images
+    assert capsys.readouterr().out.startswith(
+        f"koniq: PROBLEMS: {tmp_path / 'elsewhere' / 'my-koniq-copy'}\n")

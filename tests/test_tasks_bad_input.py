@@ -24,8 +24,10 @@ def test_missing_data_root_names_the_files_and_the_folders(tmp_path):
         get_task("koniq").locate(tmp_path)
     message = str(caught.value)
     assert "\n" not in message
-    assert "koniq10k_distributions_sets.csv or koniq10k_scores_and_distributions.csv or " \
-           "metas/test_koniq_*.json or test_koniq_*.json not found in" in message
+    assert message.startswith("koniq: koniq10k_distributions_sets.csv or "
+                              "koniq10k_scores_and_distributions.csv or metas/test_koniq_*.json or "
+                              "test_koniq_*.json or metas/test_koniq.json or test_koniq.json or ")
+    assert " not found in " in message
     assert str(tmp_path / "koniq") in message and str(tmp_path / "KONIQ") in message
 
 
@@ -41,15 +43,23 @@ def test_run_skips_a_task_without_data_and_says_where_it_looked(tmp_path, capsys
                  "--no-progress"])
     err = " ".join(capsys.readouterr().err.split())   # undo the console's line wrapping
     assert code == 1
-    assert f"skipped csiq: csiq: csiq.DMOS.xlsx or metas/test_csiq_*.json or test_csiq_*.json not found in " \
-           f"{tmp_path / 'csiq'}" in err
+    assert f"skipped csiq: csiq: csiq.DMOS.xlsx or metas/test_csiq_*.json or test_csiq_*.json or " \
+           f"metas/csiq.json or csiq.json not found in {tmp_path / 'csiq'}" in err
 
 
 def test_list_marks_each_task_ready_or_not_found_with_its_path(tmp_path, capsys):
     build_koniq(tmp_path)
     assert main(["list", "--data-root", str(tmp_path)]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
-    assert f"ready: {tmp_path / 'koniq'}" in rows["koniq"]
+    rows: dict[str, list[str]] = {}
+    for line in capsys.readouterr().out.splitlines():
+        if line.strip():
+            rows.setdefault(line.split()[0], []).append(line)
+    status, splits = rows["koniq"]
+    assert f"ready: {tmp_path / 'koniq'}" in status and " qalign-test " in status
+    assert "DeQA meta test_koniq_*.json > Q-Align test_koniq.json > " in splits
+    assert "+ packaged list qalign_koniq_test.txt (deqa 2,010, qalign 2,010, native 2,010)" in splits
+    assert rows["pipal"][1].endswith("DeQA meta test_pipal_*.json (no published count)")
+    rows = {name: lines[0] for name, lines in rows.items()}
     assert "not found: Annotations/MOS and Image attribute scores.xlsx" in rows["spaq"]
     assert str(tmp_path / "spaq") in rows["spaq"]
 
@@ -99,11 +109,25 @@ def test_spaq_sheet_without_mos_column(tmp_path):
         get_task("spaq").load(tmp_path, "all")
 
 
-def test_native_release_without_a_test_split_says_what_to_do(tmp_path):
-    build_spaq(tmp_path)
-    with pytest.raises(DataError, match=r"defines no 'test' split; use --split all, or add the DeQA "
-                                        r"meta metas/test_spaq_\*\.json"):
-        get_task("spaq").load(tmp_path / "spaq", "test")
+def test_a_release_file_without_the_split_says_what_works(tmp_path):
+    """KonIQ's scores file has no split column: the official splits need the sets file; the
+    published test set (the packaged list) and the whole set still work."""
+    folder = tmp_path / "koniq"
+    folder.mkdir()
+    (folder / "koniq10k_scores_and_distributions.csv").write_text(
+        "image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore\n"
+        "10007357496.jpg,0,3,45,47,1,96,3.496875,0.58,68.7285714286\n"
+        "10004473376.jpg,0,0,24,70,7,105,3.8,0.53,77.38\n")
+    with pytest.raises(DataError, match=r"koniq: koniq10k_scores_and_distributions\.csv has no split "
+                                        r"column to define split 'test'; the splits that work with "
+                                        r"it: qalign-test, all$"):
+        get_task("koniq").load(folder, "test")
+    data = get_task("koniq").load(folder, "qalign-test")
+    assert [s.mos for s in data.samples] == [3.496875] and data.mos_range == (1.0, 5.0)
+    build_pipal(tmp_path)
+    with pytest.raises(DataError, match=r"pipal: split 'test' needs metas/test_pipal_\*\.json; "
+                                        r"not found in .*PIPAL$"):
+        get_task("pipal").load(tmp_path / "PIPAL", "test")
 
 
 def test_corrupt_mat_and_missing_variable(tmp_path):
@@ -155,7 +179,7 @@ def test_deqa_image_path_leaving_the_data_root_is_refused(tmp_path, image):
     meta.write_text(json.dumps(records))
     with pytest.raises(DataError, match=f"test_koniq_2k.json: image path '{image}' leads outside "
                                         f"the data root .*; refused"):
-        get_task("koniq").load(tmp_path / "KONIQ", "test")
+        get_task("koniq").load(tmp_path / "KONIQ", "qalign-test")
 
 
 def test_deqa_unreadable_json_and_unusable_records(tmp_path):
@@ -168,7 +192,9 @@ def test_deqa_unreadable_json_and_unusable_records(tmp_path):
     meta.write_text(json.dumps(records))
     data = get_task("kadid").load(tmp_path / "KADID10K", "test")
     assert len(data.samples) == 3
-    assert data.notes == [f"dropped 3 records without a usable image/gt_score/gt_score_norm in {meta}"]
+    assert data.notes == ["dropped 3 of 6 records of test_kadid_2k.json: 1 without a numeric "
+                          "'gt_score', 1 with a 'gt_score_norm' outside [1, 5], 1 without 'image'"]
+    assert (data.rows_read, data.rows_dropped) == (6, 3)
     meta.write_text('[{"image": "x.png", ')
     with pytest.raises(DataError, match=r"test_kadid_2k\.json: not readable JSON"):
         get_task("kadid").load(tmp_path / "KADID10K", "test")
@@ -183,7 +209,7 @@ def test_missing_and_corrupt_images_are_counted_and_listed_by_id(tmp_path):
     (tmp_path / "koniq" / missing).unlink()
     (tmp_path / "koniq" / corrupt).write_bytes(b"\xff\xd8 not really a jpeg")
     result = run(RunConfig(model="toy-luma", tasks=["koniq"], data_root=tmp_path, include=[TOY_PLUGIN],
-                           output_dir=tmp_path / "out", progress=False))
+                           output_dir=tmp_path / "out", progress=False, split="test"))
     metrics = result.outcomes[0].metrics
     assert metrics["n"] == len(truth) and metrics["n_ok"] == len(truth) - 2
     assert metrics["failure_counts"] == {"image_error": 2}
@@ -196,7 +222,7 @@ def test_missing_and_corrupt_images_are_counted_and_listed_by_id(tmp_path):
 def test_native_table_names_leaving_the_folder_are_refused(tmp_path):
     build_koniq(tmp_path)
     csv = tmp_path / "koniq" / "koniq10k_distributions_sets.csv"
-    csv.write_text(csv.read_text().replace("1003.jpg", "../../1003.jpg"))
+    csv.write_text(csv.read_text().replace("1003.jpg", "../../1003.jpg"))   # a training row
     with pytest.raises(DataError, match=r"koniq10k_distributions_sets\.csv: image path .*1003\.jpg' "
                                         r"leads outside the data root"):
         get_task("koniq").load(tmp_path / "koniq", "test")
@@ -215,7 +241,7 @@ def test_symlinked_image_folder_inside_the_layout_is_accepted(tmp_path):
     (root / "KONIQ").mkdir(parents=True)
     (root / "KONIQ" / "metas").symlink_to(tmp_path / "elsewhere" / "KONIQ" / "metas")
     (root / "KONIQ" / "images").symlink_to(tmp_path / "elsewhere" / "KONIQ" / "images")
-    samples = get_task("koniq").load(root / "KONIQ", "test").samples
+    samples = get_task("koniq").load(root / "KONIQ", "qalign-test").samples
     assert sorted(s.id for s in samples) == sorted(truth)
     assert all(Path(s.images[0]).is_file() for s in samples)
 
@@ -224,7 +250,7 @@ def test_whole_set_split_of_a_deqa_only_folder_names_the_native_file(tmp_path):
     build_deqa(tmp_path, "KADID10K", "test_kadid_2k.json", n=4)
     with pytest.raises(DataError, match=r"kadid: split 'all' needs dmos\.csv; not found in .*KADID10K$"):
         get_task("kadid").load(tmp_path / "KADID10K", "all")
-    with pytest.raises(DataError, match=r"split 'train' needs metas/train_kadid_\*\.json or dmos\.csv"):
+    with pytest.raises(DataError, match=r"split 'train' needs metas/train_kadid_\*\.json; not found"):
         get_task("kadid").load(tmp_path / "KADID10K", "train")
 
 

@@ -15,13 +15,15 @@ from scipy import stats
 
 from qbench.registry import get_task
 from qbench.runner import RunConfig, run
+from qbench.tasks._formats import read_name_list
+from realdata import AGIQA_LINES, KONIQ_QALIGN_EXCLUDED, KONIQ_SETS_HEADER, KONIQ_SETS_LINES
 
 RNG_SEED = 7
 
 
 def write_image(path: Path, value: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (8, 8), (value % 256, 40, 90)).save(path)
+    Image.new("RGB", (8, 8), (value % 256, value // 256 % 256, 90)).save(path)
 
 
 def scores(n: int, low: float, high: float, seed: int = RNG_SEED) -> list[float]:
@@ -33,19 +35,36 @@ def scores(n: int, low: float, high: float, seed: int = RNG_SEED) -> list[float]
 # test split should yield: {image path relative to the task folder: raw score}, plus all rows.
 
 def build_koniq(root: Path, n: int = 30, folder: str = "koniq") -> dict:
+    """koniq10k_distributions_sets.csv as the authors publish it (real header, MOS on 0-100,
+    LF line ends): the real excerpt lines, then rows of the same form. Test rows are named
+    after images of Q-Align's list, plus the two excluded test images of the excerpt."""
     base = root / folder
-    mos = scores(n, 1.0, 5.0)
+    listed = [name for name in read_name_list("qalign_koniq_test.txt")
+              if name not in {line.split(",")[0] for line in KONIQ_SETS_LINES}]
+    mos = scores(n, 3.9, 88.4)
     sets = ["training"] * 18 + ["validation"] * 4 + ["test"] * (n - 22)
-    lines = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,MOS_zscore,set"]
-    for i, (m, s) in enumerate(zip(mos, sets)):
-        lines.append(f"{1000 + i}.jpg,1,2,3,4,5,15,{m},0.5,{(m - 1) * 25},{s}")
-        write_image(base / "1024x768" / f"{1000 + i}.jpg", i * 8)
-    lines.append("bad_nan.jpg,1,2,3,4,5,15,,0.5,50,test")       # no MOS: dropped
-    lines.append("bad_range.jpg,1,2,3,4,5,15,7.5,0.5,50,test")  # outside 1..5: dropped
+    names = [listed[i] if s == "test" else f"{1000 + i}.jpg" for i, s in enumerate(sets)]
+    lines = [KONIQ_SETS_HEADER] + KONIQ_SETS_LINES
+    for name, m, s in zip(names, mos, sets):
+        lines.append(f"{name},0.0,0.1,0.3,0.5,0.1,100,{m},0.55,{s}")
+    lines.append("bad_nan.jpg,0.0,0.1,0.3,0.5,0.1,100,,0.55,test")         # no MOS: dropped
+    lines.append("bad_range.jpg,0.0,0.1,0.3,0.5,0.1,100,150.0,0.55,test")  # outside 0..100: dropped
+    (base / "1024x768").mkdir(parents=True, exist_ok=True)
     (base / "koniq10k_distributions_sets.csv").write_text("\n".join(lines) + "\n")
-    return {"all": {f"1024x768/{1000 + i}.jpg": m for i, m in enumerate(mos)},
-            "test": {f"1024x768/{1000 + i}.jpg": m for i, (m, s) in enumerate(zip(mos, sets))
-                     if s == "test"}}
+    rows = [(line.split(",")[0], float(line.split(",")[7]), line.split(",")[-1])
+            for line in KONIQ_SETS_LINES] + list(zip(names, mos, sets))
+    for i, (name, _, _) in enumerate(rows):
+        write_image(base / "1024x768" / name, i * 8)
+    split_of = {"training": "train", "validation": "validation", "test": "test"}
+    out: dict[str, dict[str, float]] = {"all": {}, "train": {}, "validation": {}, "test": {},
+                                        "qalign-test": {}}
+    for name, m, s in rows:
+        key = f"1024x768/{name}"
+        out["all"][key] = m
+        out[split_of[s]][key] = m
+        if s == "test" and name not in KONIQ_QALIGN_EXCLUDED:
+            out["qalign-test"][key] = m
+    return out
 
 
 def build_spaq(root: Path, n: int = 20) -> dict:
@@ -54,24 +73,29 @@ def build_spaq(root: Path, n: int = 20) -> dict:
     book = openpyxl.Workbook()
     sheet = book.active
     sheet.append(["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness"])
-    for i, m in enumerate(mos):
-        sheet.append([f"{i + 1:05d}.jpg", m, 50, 50, 50, 50, 50])
-        write_image(base / "TestImage" / f"{i + 1:05d}.jpg", i * 9)
+    listed = read_name_list("qalign_spaq_test.txt")
+    names = [listed[i] if i % 2 else f"9{i:04d}.jpg" for i in range(n)]   # every other one listed
+    for i, (name, m) in enumerate(zip(names, mos)):
+        sheet.append([name, m, 50, 50, 50, 50, 50])
+        write_image(base / "TestImage" / name, i * 9)
     (base / "Annotations").mkdir(parents=True)
     book.save(base / "Annotations" / "MOS and Image attribute scores.xlsx")
-    return {"all": {f"TestImage/{i + 1:05d}.jpg": m for i, m in enumerate(mos)}}
+    return {"all": {f"TestImage/{name}": m for name, m in zip(names, mos)},
+            "test": {f"TestImage/{name}": m for name, m in zip(names, mos) if name in listed}}
 
 
 def build_kadid(root: Path, n: int = 25) -> dict:
     base = root / "kadid10k"   # the archive's own folder name
     mos = scores(n, 1.0, 4.93)
     lines = ["dist_img,ref_img,dmos,var"]
-    for i, m in enumerate(mos):
-        name = f"I{i // 5 + 1:02d}_{i % 5 + 1:02d}_01.png"
-        lines.append(f"{name},I{i // 5 + 1:02d}.png,{m},0.3")
+    listed = set(read_name_list("qalign_kadid_test.txt"))
+    names = [f"I{64 + i // 5:02d}_{i % 5 + 1:02d}_01.png" for i in range(n)]   # I64..I68; test: I66-I81
+    for i, (name, m) in enumerate(zip(names, mos)):
+        lines.append(f"{name},{name[:3]}.png,{m},0.3")
         write_image(base / "images" / name, i * 7)
     (base / "dmos.csv").write_text("\n".join(lines) + "\n")
-    return {"all": {f"images/I{i // 5 + 1:02d}_{i % 5 + 1:02d}_01.png": m for i, m in enumerate(mos)}}
+    return {"all": {f"images/{name}": m for name, m in zip(names, mos)},
+            "test": {f"images/{name}": m for name, m in zip(names, mos) if name in listed}}
 
 
 CSIQ_TYPES = (("noise", "awgn", "AWGN"), ("jpeg", "jpeg", "JPEG"), ("jpeg 2000", "jpeg2000", "jpeg2000"),
@@ -130,19 +154,22 @@ def build_livew(root: Path, n: int = 20) -> dict:
     scipy.io.savemat(base / "Data" / "AllImages_release.mat", {"AllImages_release": cells})
     scipy.io.savemat(base / "Data" / "AllMOS_release.mat", {"AllMOS_release": np.array([mos])})
     path = lambda i: f"Images/trainingImages/{names[i]}" if i < 7 else f"Images/{names[i]}"  # noqa: E731
-    return {"all": {path(i): m for i, m in enumerate(mos)},
-            "test": {path(i): m for i, m in enumerate(mos) if i >= 7}}
+    return {"test": {path(i): m for i, m in enumerate(mos)},
+            "without-training-images": {path(i): m for i, m in enumerate(mos) if i >= 7}}
 
 
 def build_agiqa(root: Path, n: int = 20) -> dict:
     base = root / "AGIQA-3K"
     mos = scores(n, 0.0, 5.0)
-    lines = ["name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align"]
+    lines = list(AGIQA_LINES)   # the real header and first rows, CRLF as released
+    truth = {line.split(",")[0]: float(line.split(",")[5]) for line in AGIQA_LINES[1:]}
     for i, m in enumerate(mos):
         lines.append(f"model_{i:03d}.jpg,a cat,,,realistic,{m},0.4,3.0,0.3")
-        write_image(base / f"model_{i:03d}.jpg", i * 10)
-    (base / "data.csv").write_text("\n".join(lines) + "\n")
-    return {"test": {f"model_{i:03d}.jpg": m for i, m in enumerate(mos)}}
+        truth[f"model_{i:03d}.jpg"] = m
+    for i, name in enumerate(truth):
+        write_image(base / name, i * 10)
+    (base / "data.csv").write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    return {"test": truth}
 
 
 def build_deqa(root: Path, dataset: str, meta: str, n: int = 20, lower_better: bool = False,
@@ -180,10 +207,10 @@ def predictions_for(truth: dict[str, float], tmp_path: Path, task: str, noise: f
 
 
 def run_one(tmp_path: Path, task: str, data_root: Path, predictions: Path, split: str | None = None,
-            **options) -> dict:
+            task_options: dict | None = None, **options) -> dict:
     result = run(RunConfig(model="precomputed", model_path=predictions, tasks=[task],
                            data_root=data_root, output_dir=tmp_path / "out", split=split,
-                           model_options=options, progress=False))
+                           model_options=options, progress=False, task_options=task_options or {}))
     (outcome,) = result.outcomes
     assert outcome.skipped is None, outcome.skipped
     return outcome.metrics
@@ -203,9 +230,12 @@ def assert_matches_scipy(metrics: dict, truth: dict[str, float], pred: dict[str,
 
 
 NATIVE = [  # task, builder, split, lower_better, noise
-    ("koniq", build_koniq, "test", False, 0.4),
+    ("koniq", build_koniq, "test", False, 8.0),
+    ("koniq", build_koniq, "qalign-test", False, 8.0),
     ("spaq", build_spaq, "all", False, 10.0),
+    ("spaq", build_spaq, "test", False, 10.0),
     ("kadid", build_kadid, "all", False, 0.4),
+    ("kadid", build_kadid, "test", False, 0.4),
     ("csiq", build_csiq, "test", True, 0.1),
     ("pipal", build_pipal, "all", False, 150.0),
     ("livew", build_livew, "test", False, 10.0),
@@ -213,11 +243,13 @@ NATIVE = [  # task, builder, split, lower_better, noise
 ]
 
 
-@pytest.mark.parametrize("task,builder,split,lower_better,noise", NATIVE, ids=[n[0] for n in NATIVE])
+@pytest.mark.parametrize("task,builder,split,lower_better,noise", NATIVE,
+                         ids=[f"{n[0]}-{n[2]}" for n in NATIVE])
 def test_native_release_end_to_end(tmp_path, task, builder, split, lower_better, noise):
     truth = builder(tmp_path / "data")[split]
     predictions, pred = predictions_for(truth, tmp_path, task, noise)
-    metrics = run_one(tmp_path, task, tmp_path / "data", predictions, split=split)
+    metrics = run_one(tmp_path, task, tmp_path / "data", predictions, split=split,
+                      task_options={"spaq": {"resize_short_side": None}} if task == "spaq" else None)
     assert metrics["split"] == split and metrics["source"].startswith("native release")
     assert_matches_scipy(metrics, truth, pred, lower_better)
 
@@ -226,6 +258,7 @@ def test_rescaling_is_over_the_whole_dataset_and_flipped_for_dmos(tmp_path):
     koniq = build_koniq(tmp_path)
     data = get_task("koniq").load(tmp_path / "koniq", "test")
     low, high = min(koniq["all"].values()), max(koniq["all"].values())
+    assert data.mos_range == (0.0, 100.0) and high > 5   # the sets file's 0-100 scale, kept raw
     for s in data.samples:
         assert s.mos == koniq["test"][s.id]
         assert s.mos_norm == pytest.approx(4 * (s.mos - low) / (high - low) + 1)
@@ -240,17 +273,26 @@ def test_rescaling_is_over_the_whole_dataset_and_flipped_for_dmos(tmp_path):
 def test_nan_and_out_of_range_rows_are_dropped_and_counted(tmp_path):
     build_koniq(tmp_path)
     data = get_task("koniq").load(tmp_path / "koniq", "all")
-    assert len(data.samples) == 30
-    assert data.notes == [f"dropped 2 rows with a missing or outside 1.0..5.0 score in "
-                          f"{tmp_path / 'koniq' / 'koniq10k_distributions_sets.csv'}"]
+    assert len(data.samples) == 30 + len(KONIQ_SETS_LINES)
+    assert f"dropped 2 rows with a missing or outside 0..100 score in " \
+           f"{tmp_path / 'koniq' / 'koniq10k_distributions_sets.csv'}" in data.notes
+    assert (data.rows_read, data.rows_dropped) == (40, 2)
+    assert data.problems() == ["38 samples in split 'all', expected 10073 (every row of "
+                               "koniq10k_distributions_sets.csv)",
+                               "dropped 2 of 40 rows (5.0%, more than 1%): see the notes"]
 
 
 def test_koniq_official_sets_select_the_split(tmp_path):
     build_koniq(tmp_path)
     task = get_task("koniq")
-    counts = {split: len(task.load(tmp_path / "koniq", split).samples)
-              for split in ("train", "validation", "test", "all")}
-    assert counts == {"train": 18, "validation": 4, "test": 8, "all": 30}
+    loaded = {split: task.load(tmp_path / "koniq", split)
+              for split in ("train", "validation", "test", "all", "qalign-test")}
+    assert {split: len(d.samples) for split, d in loaded.items()} == {
+        "train": 23, "validation": 4, "test": 11, "all": 38, "qalign-test": 9}
+    assert loaded["qalign-test"].split_source.startswith("the packaged list qalign_koniq_test.txt")
+    assert not any(s.id.endswith(KONIQ_QALIGN_EXCLUDED) for s in loaded["qalign-test"].samples)
+    assert task.default_split == "qalign-test"
+    assert loaded["test"].expected_count == 2015 and loaded["qalign-test"].expected_count == 2010
 
 
 def test_rmse_on_the_1_to_5_scale_for_models_answering_on_it(tmp_path):
@@ -258,7 +300,7 @@ def test_rmse_on_the_1_to_5_scale_for_models_answering_on_it(tmp_path):
     data = get_task("koniq").load(tmp_path / "data" / "koniq", "test")
     norm = {s.id: s.mos_norm for s in data.samples}
     predictions, pred = predictions_for(norm, tmp_path, "koniq", 0.3)
-    metrics = run_one(tmp_path, "koniq", tmp_path / "data", predictions, mos_scale=True)
+    metrics = run_one(tmp_path, "koniq", tmp_path / "data", predictions, split="test", mos_scale=True)
     keys = sorted(truth)
     expected = np.sqrt(np.mean([(pred[k] - norm[k]) ** 2 for k in keys]))
     assert metrics["rmse"] == pytest.approx(expected)
@@ -284,20 +326,24 @@ def test_deqa_layout_end_to_end(tmp_path, task, dataset, meta, lower_better):
     metrics = run_one(tmp_path, task, tmp_path / "Data-DeQA-Score", predictions)
     assert metrics["source"] == f"DeQA-Score meta {dataset}/metas/{meta}"
     assert_matches_scipy(metrics, raw, pred, lower_better)
-    samples = get_task(task).load(tmp_path / "Data-DeQA-Score" / dataset, "test").samples
+    split = get_task(task).default_split
+    samples = get_task(task).load(tmp_path / "Data-DeQA-Score" / dataset, split).samples
     assert {s.id: s.mos_norm for s in samples} == {k: v[1] for k, v in truth.items()}
 
 
-def test_deqa_meta_wins_over_native_files_for_the_test_split(tmp_path):
+def test_deqa_meta_wins_over_native_files_for_the_published_split(tmp_path):
     build_koniq(tmp_path)
     records = [{"image": "koniq/1024x768/1000.jpg", "gt_score": 3.0, "gt_score_norm": 3.0},
                {"image": "koniq/1024x768/1001.jpg", "gt_score": 4.0, "gt_score_norm": 4.0}]
     (tmp_path / "koniq" / "metas").mkdir()
     (tmp_path / "koniq" / "metas" / "test_koniq_2k.json").write_text(json.dumps(records))
     task = get_task("koniq")
-    test = task.load(tmp_path / "koniq", "test")
-    assert [s.id for s in test.samples] == ["koniq/1024x768/1000.jpg", "koniq/1024x768/1001.jpg"]
-    assert test.source == "DeQA-Score meta koniq/metas/test_koniq_2k.json"
+    published = task.load(tmp_path / "koniq", "qalign-test")
+    assert [s.id for s in published.samples] == ["koniq/1024x768/1000.jpg", "koniq/1024x768/1001.jpg"]
+    assert published.source == "DeQA-Score meta koniq/metas/test_koniq_2k.json"
+    assert published.problems() == ["2 samples in split 'qalign-test', expected 2010 (DeQA-Score "
+                                    "meta koniq/metas/test_koniq_2k.json)"]
+    assert task.load(tmp_path / "koniq", "test").source.startswith("native release")
     assert task.load(tmp_path / "koniq", "all").source.startswith("native release")
 
 

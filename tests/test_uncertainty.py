@@ -153,8 +153,8 @@ def test_task_intervals_estimate_the_metrics_the_task_reports():
                    for s, v in zip(samples, dmos)}
     predictions["s0"] = Prediction(task="unc-score", sample_id="s0", status="unparsed", error="x")
     convention = ModelConvention()
-    reported = _ScoreTask().evaluate(samples, predictions, convention)
-    intervals = task_intervals(_ScoreTask(), samples, predictions, convention, resamples=500)
+    reported = _ScoreTask().evaluate(samples, predictions, convention, lower_better=True)
+    intervals = task_intervals(_ScoreTask(), samples, predictions, convention, True, resamples=500)
     for name in ("plcc", "srcc"):
         assert intervals[name].estimate == pytest.approx(reported[name], abs=1e-12)
         assert reported[name] > 0.5   # orientation applied: DMOS flipped, scores not

@@ -1,0 +1,97 @@
+"""Decoding: every image reaches a model as 8-bit RGB with its brightness kept (16-bit and float
+images scaled, not clipped), oversized images are counted failures named with their size, and a
+task's resizing protocol is applied and recorded."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import openpyxl
+import pytest
+from PIL import Image
+
+from qbench.images import ImageError, downscale_short_side, load_image, to_rgb8
+from qbench.registry import get_task
+from qbench.runner import RunConfig, run
+
+GRADIENT = np.linspace(0, 65535, 64 * 256).reshape(64, 256).astype(np.uint16)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_sixteen_bit_gradient_is_scaled_not_clipped(tmp_path, suffix):
+    path = tmp_path / f"gradient{suffix}"
+    Image.fromarray(GRADIENT).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    pixels = np.asarray(load_image(str(path)))
+    assert pixels.shape == (64, 256, 3) and pixels.dtype == np.uint8
+    expected = np.rint(GRADIENT / 257.0)
+    assert np.abs(pixels[..., 0].astype(float) - expected).max() <= 1
+    assert 120 < pixels.mean() < 135   # PIL's own convert("RGB") gives ~254.5: nearly white
+    assert np.asarray(Image.open(path).convert("RGB")).mean() > 250   # the defect, as found
+
+
+def test_other_wide_modes_keep_their_range():
+    floats = Image.fromarray(np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10), "F")
+    assert np.asarray(to_rgb8(floats)).max() == 255 and np.asarray(to_rgb8(floats)).min() == 0
+    ints = Image.fromarray(GRADIENT.astype(np.int32), "I")
+    assert abs(np.asarray(to_rgb8(ints)).mean() - GRADIENT.mean() / 257) < 1
+    eight = Image.new("RGB", (4, 4), (10, 200, 30))
+    assert np.array_equal(np.asarray(to_rgb8(eight)), np.asarray(eight))
+
+
+def test_an_image_over_the_pixel_limit_is_an_error_naming_its_size(tmp_path):
+    path = tmp_path / "big.png"
+    Image.new("RGB", (400, 300)).save(path)
+    with pytest.raises(ImageError, match=r"image too large: .*big\.png is 400x300 = 0\.1 MP, over the "
+                                         r"limit of 0\.1 MP \(--max-pixels\)"):
+        load_image(str(path), max_pixels=100_000)
+    assert load_image(str(path), max_pixels=120_000).size == (400, 300)
+
+
+def test_downscaling_keeps_the_aspect_and_never_upscales():
+    image = Image.new("RGB", (4000, 3000))
+    assert downscale_short_side(image, 512).size == (683, 512)
+    assert downscale_short_side(Image.new("RGB", (300, 200)), 512).size == (300, 200)
+
+
+def build_spaq(root, sizes):
+    base = root / "spaq"
+    book = openpyxl.Workbook()
+    book.active.append(["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness",
+                        "Sharpness"])
+    for i, size in enumerate(sizes):
+        book.active.append([f"{i:05d}.jpg", 10.0 + 20 * i, 1, 1, 1, 1, 1])
+        (base / "TestImage").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (20 * i, 30, 40)).save(base / "TestImage" / f"{i:05d}.jpg")
+    (base / "Annotations").mkdir(parents=True)
+    book.save(base / "Annotations" / "MOS and Image attribute scores.xlsx")
+
+
+def test_spaq_protocol_resize_is_the_default_recorded_and_can_be_turned_off(tmp_path):
+    build_spaq(tmp_path, [(1200, 900), (900, 1600), (300, 200)])
+    task = get_task("spaq")
+    data = task.load(tmp_path / "spaq", "all")
+    assert {s.resize_short_side for s in data.samples} == {512} and data.options == {"resize_short_side": 512}
+    from qbench.images import load_sample_images
+    assert [load_sample_images(s)[0].size for s in data.samples] == [(683, 512), (512, 910), (300, 200)]
+    off = get_task("spaq", {"resize_short_side": None}).load(tmp_path / "spaq", "all")
+    assert {s.resize_short_side for s in off.samples} == {None}
+    with pytest.raises(Exception, match=r"spaq: unknown --task-arg size; accepted: resize_short_side"):
+        get_task("spaq", {"size": 3})
+
+
+def test_a_run_counts_oversized_images_and_records_the_task_options(tmp_path):
+    build_spaq(tmp_path, [(1200, 900), (90, 60), (80, 70), (60, 50)])
+    result = run(RunConfig(model="stats", tasks=["spaq"], data_root=tmp_path, split="all",
+                           output_dir=tmp_path / "out", progress=False, max_pixels=500_000,
+                           task_options={"spaq": {"resize_short_side": 64}}))
+    metrics = result.outcomes[0].metrics
+    assert metrics["failure_counts"] == {"image_error": 1}
+    (failed,) = metrics["failures"]["image_error"]
+    assert failed == "TestImage/00000.jpg"
+    rows = [json.loads(line) for line in (result.run_dir / "predictions.jsonl").read_text().splitlines()]
+    error = next(r["error"] for r in rows if r["sample_id"] == failed)
+    assert "is 1200x900 = 1.1 MP, over the limit of 0.5 MP" in error
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert manifest["tasks"]["spaq"]["options"] == {"resize_short_side": 64}
+    assert manifest["config"]["task_options"] == {"spaq": {"resize_short_side": 64}}
