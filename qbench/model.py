@@ -29,6 +29,7 @@ class ModelConfig:
     batch_size: int = 8
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    workers: int = 1   # the run's --workers: CPU-bound models may run this many replicas
 
 
 class Model(ABC):
