@@ -6,12 +6,14 @@ those five, dotted with [5, 4, 3, 2, 1] -> a score in [1, 5].
 `qalign`          the released Q-Align weights (q-future/one-align, mPLUG-Owl2).
 `deqa-score`      the released DeQA-Score weights (zhiyuanyou/DeQA-Score-Mix3, mPLUG-Owl2).
 
-Q-Align and DeQA-Score run through the model code shipped with their weights. qbench runs that
-code only when the user says so (`--model-arg trust_remote_code=true`, after reading the *.py
-files in the folder), only from the local folder, and refuses a copy whose code carries the
-swapped-words prompt bug. `code_sha256=<hex>` pins the exact code (the digest is recorded in the
-run manifest). qbench builds the prompt itself, so scores do not depend on the code's prompt.
-The code was written for transformers 4.36; see `TRANSFORMERS_ADVICE`.
+Q-Align and DeQA-Score run on qbench's own mPLUG-Owl2 (`mplug_owl2.py`), in this environment,
+batched, with the prompt, tokenization and image preparation of the upstream evaluation scripts
+(`benchmarks/owl2_equality.py` compares the logits with the original code). The model code
+shipped with the weights runs only when the user asks for it (`--model-arg
+trust_remote_code=true`, after reading the *.py files; it needs transformers 4.36, see
+`TRANSFORMERS_ADVICE`), only from the local folder, never with the swapped-words prompt bug, and
+`code_sha256=<hex>` pins it (the digest is recorded in the run manifest). Either way qbench
+builds the prompt and the pixels itself.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from PIL import Image
 
@@ -39,13 +41,18 @@ LEVEL_ANSWER_PREFIX = "The quality of the image is"
 LEVEL_WORDS: tuple[str, ...] = ("excellent", "good", "fair", "poor", "bad")
 LEVEL_WEIGHTS: tuple[float, ...] = (5.0, 4.0, 3.0, 2.0, 1.0)
 
-OWL2_IMAGE_TAG = "<|image|>"
-OWL2_PROMPT = f"USER: {LEVEL_QUESTION}\n{OWL2_IMAGE_TAG}\nASSISTANT: {LEVEL_ANSWER_PREFIX}"
-OWL2_IMAGE_INDEX = -200  # mPLUG-Owl2 marks the image's place in input_ids with this id
+# The conversations Q-Align and DeQA-Score were scored with. "eval-script": both repositories'
+# iqa_eval.py (the published figures): conversation template "mplug_owl2", user turn
+# "question\n<|image|>", then " The quality of the image is". "scorer": the scorer shipped with
+# the weights (`model.score`, scorer.py), a newline where the template has a space.
+OWL2_CONVERSATIONS = {
+    "eval-script": f"USER: {LEVEL_QUESTION}\n<|image|> ASSISTANT: {LEVEL_ANSWER_PREFIX}",
+    "scorer": f"USER: {LEVEL_QUESTION}\n<|image|>\nASSISTANT: {LEVEL_ANSWER_PREFIX}",
+}
 SWAPPED_PROMPT = "The image of the quality"  # the prompt-order bug of some remote-code revisions
 TRANSFORMERS_ADVICE = (
-    "the mPLUG-Owl2 code needs transformers 4.36: run this model from a separate environment "
-    "with transformers==4.36.2 (README, section 'Q-Align and DeQA-Score')")
+    "the weights' own code needs transformers 4.36 (a separate environment with "
+    "transformers==4.36.2); without trust_remote_code=true qbench's own mPLUG-Owl2 runs them here")
 
 
 class LevelScorer(Model):
@@ -117,7 +124,10 @@ class HFVisionLevels(LevelScorer):
         return logits[:, self.token_ids]
 
     def settings(self) -> dict[str, Any]:
-        return super().settings() | {"prompt": self.prompt, "level_token_ids": self.token_ids}
+        # the dtype the weights were loaded in ("auto" resolved), not the option's spelling
+        dtype = str(self.network.dtype).removeprefix("torch.")
+        return super().settings() | {"prompt": self.prompt, "level_token_ids": self.token_ids,
+                                     "dtype": dtype}
 
     def close(self) -> None:
         self.network = None
@@ -128,9 +138,11 @@ class HFVisionLevels(LevelScorer):
 
 @dataclass(frozen=True)
 class Owl2Options:
-    trust_remote_code: bool = False
-    code_sha256: str | None = None
-    dtype: str = "auto"
+    dtype: str = "auto"  # float16 on a GPU, as the upstream evaluation ran; float32 on the CPU
+    conversation: Literal["eval-script", "scorer"] = "eval-script"
+    preprocessor: Path | None = None  # tokenizer.model + preprocessor_config.json, if elsewhere
+    trust_remote_code: bool = False   # the weights' own *.py instead (needs transformers 4.36)
+    code_sha256: str | None = None    # pins that code
 
 
 def remote_code_digest(folder: Path, model: str) -> str:
@@ -166,82 +178,97 @@ def hub_offline() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def owl2_input_ids(tokenizer, prompt: str) -> list[int]:
-    """Token ids of an mPLUG-Owl2 prompt with OWL2_IMAGE_INDEX where the image tag stands (the
-    tokenizer knows no image token: text around it is tokenized piece by piece)."""
-    first, *rest = prompt.split(OWL2_IMAGE_TAG)
-    ids = list(tokenizer(first)["input_ids"])  # with the BOS token, as the model was trained
-    for piece in rest:
-        ids += [OWL2_IMAGE_INDEX] + list(tokenizer(piece, add_special_tokens=False)["input_ids"])
-    return ids
+class RemoteOwl2:
+    """The model code shipped with the weights, called as the upstream scripts call it:
+    input_ids with -200 where the image goes, pixel values as `images`."""
 
-
-def pad_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Image:
-    """Centre the image on a square canvas of `fill` (the processor's mean colour), as the
-    models were trained, instead of letting the processor crop it."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new("RGB", (side, side), fill)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
-
-
-class Owl2Levels(LevelScorer):
-    """Level-token scoring on released mPLUG-Owl2 weights, through their own code."""
-
-
-    def __init__(self, config: ModelConfig):
-        super().__init__(config)
-        self.options = parse_options(Owl2Options, config.options, self.name)
-        path = require_model_dir(config.model_path, self.name, self.weights)
-        if not self.options.trust_remote_code:
-            raise ModelError(f"{self.name}: these weights run through the Python code in "
-                             f"{path}; read it, then pass --model-arg trust_remote_code=true")
-        self.code_sha256 = remote_code_digest(path, self.name)
-        if self.options.code_sha256 and self.options.code_sha256 != self.code_sha256:
-            raise ModelError(f"{self.name}: the code in {path} has sha256 {self.code_sha256}, "
-                             f"not the pinned {self.options.code_sha256}")
-        self.device = resolve_device(config.device)
-        self.network, self.tokenizer, self.image_processor = self._load(path)
-        self.input_ids = owl2_input_ids(self.tokenizer, OWL2_PROMPT)
-        self.token_ids = level_token_ids(self.tokenizer, LEVEL_ANSWER_PREFIX, LEVEL_WORDS)
-
-    def _load(self, path: Path):
+    def __init__(self, path: Path, model: str, device: str, dtype):
         import transformers
-        from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor
+        from transformers import AutoModelForCausalLM
+        # the transformers this code needs calls the argument torch_dtype
+        dtype_key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         try:
-            # the old transformers this code needs calls the argument torch_dtype
-            major = int(transformers.__version__.split(".")[0])
-            dtype_key = "dtype" if major >= 5 else "torch_dtype"
             with hub_offline():
                 network = AutoModelForCausalLM.from_pretrained(
-                    path, trust_remote_code=self.options.trust_remote_code, local_files_only=True,
-                    **{dtype_key: torch_dtype(self.options.dtype, self.device)})
-                tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-                image_processor = CLIPImageProcessor.from_pretrained(path, local_files_only=True)
+                    path, trust_remote_code=True, local_files_only=True, **{dtype_key: dtype})
         except Exception as exc:  # remote code fails in many ways; say which and what to do
             raise ModelError(
-                f"{self.name}: loading {path} failed under transformers "
+                f"{model}: loading {path} failed under transformers "
                 f"{transformers.__version__} ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                 f"{TRANSFORMERS_ADVICE}") from None
-        return network.to(self.device).eval(), tokenizer, image_processor
+        self.network, self.device, self.dtype = network.to(device).eval(), device, dtype
+
+    def next_token_logits(self, pixels, prompt, vocab_ids: Sequence[int]):
+        import torch
+        ids = torch.tensor([prompt.input_ids()] * len(pixels), device=self.device)
+        with torch.inference_mode():
+            logits = self.network(input_ids=ids, images=pixels.to(self.device, self.dtype)).logits
+        return logits[:, -1, list(vocab_ids)].float()
+
+
+class Owl2Levels(LevelScorer):
+    """Level-token scoring on released mPLUG-Owl2 weights: qbench's implementation, batched;
+    the weights' own code on request."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        from qbench.baselines import mplug_owl2
+        self.options = parse_options(Owl2Options, config.options, self.name)
+        path = require_model_dir(config.model_path, self.name, self.weights)
+        inputs_dir = self._inputs_folder(path)
+        self.device = resolve_device(config.device)
+        dtype_name = "float16" if self.options.dtype == "auto" and self.device != "cpu" \
+            else self.options.dtype
+        self.dtype = torch_dtype(dtype_name, self.device)
+        self.prompt_text = OWL2_CONVERSATIONS[self.options.conversation]
+        self.code_sha256 = None
+        if self.options.trust_remote_code:
+            self.code_sha256 = remote_code_digest(path, self.name)
+            if self.options.code_sha256 and self.options.code_sha256 != self.code_sha256:
+                raise ModelError(f"{self.name}: the code in {path} has sha256 "
+                                 f"{self.code_sha256}, not the pinned {self.options.code_sha256}")
+        elif self.options.code_sha256:
+            raise ModelError(f"{self.name}: code_sha256 pins the weights' own code; it applies "
+                             "with --model-arg trust_remote_code=true")
+        try:
+            self.tokenizer = mplug_owl2.Owl2Tokenizer(inputs_dir)
+            self.image_processor = mplug_owl2.Owl2ImageProcessor.from_folder(inputs_dir)
+            self.prompt = self.tokenizer.prompt(self.prompt_text)
+            self.token_ids = [self.tokenizer.first_token(word) for word in LEVEL_WORDS]
+            if len(set(self.token_ids)) != len(LEVEL_WORDS):
+                raise mplug_owl2.Owl2Error(
+                    f"the level words {LEVEL_WORDS} do not start with distinct tokens "
+                    f"({self.token_ids}) in {inputs_dir}/tokenizer.model")
+            self.network = (RemoteOwl2(path, self.name, self.device, self.dtype)
+                            if self.options.trust_remote_code
+                            else mplug_owl2.load_mplug_owl2(path, self.device, self.dtype))
+        except mplug_owl2.Owl2Error as exc:
+            raise ModelError(f"{self.name}: {exc}") from None
+
+    def _inputs_folder(self, path: Path) -> Path:
+        """Where tokenizer.model and preprocessor_config.json are: the weights folder, or
+        `preprocessor=DIR` (DeQA-Score's evaluation reads them from its repository's
+        preprocessor/ folder)."""
+        folder = Path(self.options.preprocessor) if self.options.preprocessor else path
+        missing = [name for name in ("tokenizer.model", "preprocessor_config.json")
+                   if not (folder / name).is_file()]
+        if missing:
+            raise ModelError(f"{self.name}: {' and '.join(missing)} not in {folder}; copy the "
+                             "released tokenizer and preprocessor files there or pass "
+                             "--model-arg preprocessor=DIR")
+        return folder
 
     def level_logits(self, images: Sequence[Sequence[Image.Image]]):
-        import torch
-        fill = tuple(int(255 * m) for m in self.image_processor.image_mean)
-        squares = [pad_to_square(imgs[0], fill) for imgs in images]
-        pixels = self.image_processor(squares, return_tensors="pt")["pixel_values"]
-        pixels = pixels.to(self.device, dtype=self.network.dtype)
-        ids = torch.tensor([self.input_ids] * len(images), device=self.device)
-        with torch.inference_mode():
-            logits = self.network(input_ids=ids, images=pixels).logits[:, -1, :]
-        return logits[:, self.token_ids]
+        pixels = self.image_processor([imgs[0] for imgs in images])
+        return self.network.next_token_logits(pixels, self.prompt, self.token_ids)
 
     def settings(self) -> dict[str, Any]:
-        return super().settings() | {"code_sha256": self.code_sha256, "prompt": OWL2_PROMPT}
+        implementation = "remote-code" if self.options.trust_remote_code else "qbench"
+        out = super().settings() | {"implementation": implementation, "prompt": self.prompt_text,
+                                    "level_token_ids": self.token_ids,
+                                    "dtype": str(self.dtype).removeprefix("torch.")}
+        return out | ({"code_sha256": self.code_sha256} if self.code_sha256 else {})
 
     def close(self) -> None:
         self.network = None
@@ -250,7 +277,7 @@ class Owl2Levels(LevelScorer):
 
 @register_model("qalign")
 class QAlign(Owl2Levels):
-    """Q-Align level-token score from its released weights (opt-in remote code)"""
+    """Q-Align level-token score from its released weights (mPLUG-Owl2)"""
 
     name = "qalign"
     weights = "Q-Align weights (q-future/one-align)"
@@ -259,7 +286,7 @@ class QAlign(Owl2Levels):
 
 @register_model("deqa-score")
 class DeQAScore(Owl2Levels):
-    """DeQA-Score level-token score from its released weights (opt-in remote code)"""
+    """DeQA-Score level-token score from its released weights (mPLUG-Owl2)"""
 
     name = "deqa-score"
     weights = "DeQA-Score weights (zhiyuanyou/DeQA-Score-Mix3)"
