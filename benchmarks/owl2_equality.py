@@ -47,27 +47,52 @@ IMAGE_SIZES = [(56, 56), (40, 70), (90, 30), (120, 97), (23, 23), (300, 200)]  #
 
 # ------------------------------------------------------------------------------ original side
 
-def run_original(checkout: Path, checkpoint: Path, images: list[Path], out: Path) -> None:
+def original_inputs(package: str, folder: Path, images: list[Path]):
+    """What the upstream evaluation feeds the model, from the tokenizer and preprocessor in
+    `folder`, loaded as the repositories' model/builder.py loads them: (tokenizer, image
+    processor, {conversation: (prompt, input_ids)}, level-word ids, pixels)."""
+    import importlib
+
+    import torch
+    from PIL import Image
+    from transformers import AutoTokenizer, CLIPImageProcessor
+
+    conversation = importlib.import_module(f"{package}.conversation")
+    mm_utils = importlib.import_module(f"{package}.mm_utils")
+    constants = importlib.import_module(f"{package}.constants")
+    tokenizer = AutoTokenizer.from_pretrained(folder, use_fast=False)
+    image_processor = CLIPImageProcessor.from_pretrained(folder)
+    # iqa_eval.py: conversation template, then " The quality of the image is"
+    conv = conversation.conv_templates["mplug_owl2"].copy()
+    conv.append_message(conv.roles[0], QUESTION + "\n" + constants.DEFAULT_IMAGE_TOKEN)
+    conv.append_message(conv.roles[1], None)
+    prompts = {name: (text, mm_utils.tokenizer_image_token(
+                   text, tokenizer, constants.IMAGE_TOKEN_INDEX, return_tensors="pt").tolist())
+               for name, text in (("eval-script", conv.get_prompt() + ANSWER_PREFIX),
+                                  ("scorer", SCORER_PROMPT))}
+    level_ids = [ids[1] for ids in tokenizer(LEVEL_WORDS)["input_ids"]]
+    fill = tuple(int(x * 255) for x in image_processor.image_mean)
+    squares = [mm_utils.expand2square(Image.open(path).convert("RGB"), fill) for path in images]
+    pixels = torch.cat([image_processor.preprocess(square, return_tensors="pt")["pixel_values"]
+                        for square in squares])
+    return tokenizer, image_processor, prompts, level_ids, pixels
+
+
+def run_original(checkout: Path, checkpoint: Path, preprocessor: Path | None,
+                 images: list[Path], out: Path) -> None:
     """The upstream evaluation, step by step, with the checkout's own functions (float32)."""
     import importlib
 
     import numpy as np
     import torch
     import transformers
-    from PIL import Image
-    from transformers import AutoTokenizer, CLIPImageProcessor
 
     torch.set_num_threads(1)
     package = next(p for p in ("q_align", "src") if (checkout / p / "model").is_dir())
     sys.path.insert(0, str(checkout))
     modeling = importlib.import_module(f"{package}.model.modeling_mplug_owl2")
-    conversation = importlib.import_module(f"{package}.conversation")
-    mm_utils = importlib.import_module(f"{package}.mm_utils")
-    constants = importlib.import_module(f"{package}.constants")
-
-    # as the repositories' model/builder.py loads them
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint, use_fast=False)
-    image_processor = CLIPImageProcessor.from_pretrained(checkpoint)
+    tokenizer, image_processor, prompts, level_ids, pixels = original_inputs(
+        package, checkpoint, images)
     # Q-Align's model constructor fetches a tokenizer and processor from the hub by name (the
     # offline complaint in REFERENCE §3): hand it the local ones instead
     for name, loaded in (("AutoTokenizer", tokenizer), ("CLIPImageProcessor", image_processor)):
@@ -84,30 +109,21 @@ def run_original(checkout: Path, checkpoint: Path, images: list[Path], out: Path
         raise SystemExit(f"the original code does not load the checkpoint cleanly: {problems}")
     model.eval()
 
-    # iqa_eval.py: conversation template, then " The quality of the image is"
-    conv = conversation.conv_templates["mplug_owl2"].copy()
-    conv.append_message(conv.roles[0], QUESTION + "\n" + constants.DEFAULT_IMAGE_TOKEN)
-    conv.append_message(conv.roles[1], None)
-    prompts = {"eval-script": conv.get_prompt() + ANSWER_PREFIX, "scorer": SCORER_PROMPT}
-    level_ids = [ids[1] for ids in tokenizer(LEVEL_WORDS)["input_ids"]]
-
-    fill = tuple(int(x * 255) for x in image_processor.image_mean)
-    squares = [mm_utils.expand2square(Image.open(path).convert("RGB"), fill) for path in images]
-    pixels = torch.cat([image_processor.preprocess(square, return_tensors="pt")["pixel_values"]
-                        for square in squares])
     np.save(out.with_suffix(".pixels.npy"), pixels.numpy())
-
     result = {"package": package, "transformers": transformers.__version__,
               "torch": torch.__version__, "level_ids": level_ids, "prompts": {}}
-    for conversation_name, prompt in prompts.items():
-        input_ids = mm_utils.tokenizer_image_token(prompt, tokenizer, constants.IMAGE_TOKEN_INDEX,
-                                                   return_tensors="pt").unsqueeze(0)
+    for conversation_name, (text, input_ids) in prompts.items():
         with torch.inference_mode():
-            logits = model(input_ids=input_ids.repeat(len(images), 1),
+            logits = model(input_ids=torch.tensor([input_ids] * len(images)),
                            images=pixels)["logits"][:, -1]
         result["prompts"][conversation_name] = {
-            "text": prompt, "input_ids": input_ids[0].tolist(),
+            "text": text, "input_ids": input_ids,
             "level_logits": logits[:, level_ids].tolist(), "all_logits": logits.tolist()}
+    if preprocessor:  # the released tokenizer (the LLaMA-2 vocabulary) and preprocessor
+        _, _, prompts, level_ids, pixels = original_inputs(package, preprocessor, images)
+        np.save(out.with_suffix(".released-pixels.npy"), pixels.numpy())
+        result["released"] = {"folder": str(preprocessor), "level_ids": level_ids,
+                              "input_ids": {name: ids for name, (_, ids) in prompts.items()}}
     out.write_text(json.dumps(result))
 
 
@@ -193,7 +209,30 @@ def compare(original: dict, pixels_original, checkpoint: Path, images: list[Path
         print(f"  max abs diff qbench batch vs single: level logits {batch_diff:.3g}")
         ok &= same_ids and same_levels and pixel_diff == 0.0 and max(
             logit_diff, score_diff, vocab_diff, batch_diff) <= tolerance
-    print(f"\n{'PASS' if ok else 'FAIL'}: every difference <= {tolerance:g} and identical inputs")
+    return ok
+
+
+def compare_released_inputs(original: dict, pixels_original, images: list[Path]) -> bool:
+    """Prompt ids, level-word ids and pixels from a released tokenizer and preprocessor: the
+    original's LlamaTokenizer(use_fast=False) and CLIPImageProcessor against qbench's."""
+    from PIL import Image
+    from qbench.baselines.mplug_owl2 import Owl2ImageProcessor, Owl2Tokenizer
+    from qbench.baselines.qalign import LEVEL_WORDS, OWL2_CONVERSATIONS
+
+    folder = Path(original["folder"])
+    tokenizer, processor = Owl2Tokenizer(folder), Owl2ImageProcessor.from_folder(folder)
+    levels = [tokenizer.first_token(word) for word in LEVEL_WORDS]
+    pixel_diff = max_abs(processor([Image.open(p).convert("RGB") for p in images]),
+                         pixels_original)
+    print(f"\n[released inputs] {folder}: {tokenizer.sp.get_piece_size()} pieces, "
+          f"{processor.crop_size} px")
+    ok = levels == original["level_ids"] and pixel_diff == 0.0
+    for name, ids in original["input_ids"].items():
+        mine = tokenizer.prompt(OWL2_CONVERSATIONS[name]).input_ids()
+        print(f"  [{name}] prompt token ids identical: {mine == ids} {ids}")
+        ok &= mine == ids
+    print(f"  level-word ids identical: {levels == original['level_ids']} {levels}")
+    print(f"  pixels ({len(images)} images) max abs diff: {pixel_diff:.3g}")
     return ok
 
 
@@ -203,6 +242,10 @@ def main() -> None:
                         help="a clone of Q-Align or DeQA-Score (holds q_align/ or src/)")
     parser.add_argument("--original-python", type=Path,
                         help="a Python with transformers 4.36.2 for the original code")
+    parser.add_argument("--preprocessor", type=Path,
+                        help="a released tokenizer.model + preprocessor_config.json folder to "
+                             "compare inputs on too (default: the checkout's preprocessor/, "
+                             "which DeQA-Score ships)")
     parser.add_argument("--model", default="qalign", choices=["qalign", "deqa-score"])
     parser.add_argument("--workdir", type=Path, help="keep the checkpoint and images here")
     parser.add_argument("--tolerance", type=float, default=1e-4)
@@ -213,10 +256,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "original":
-        run_original(args.checkout.resolve(), args.checkpoint, args.images, args.out)
+        run_original(args.checkout.resolve(), args.checkpoint, args.preprocessor, args.images,
+                     args.out)
         return
     if args.original_python is None:
         parser.error("--original-python is required (a Python with transformers==4.36.2)")
+    preprocessor = args.preprocessor or args.checkout / "preprocessor"
+    preprocessor = preprocessor.resolve() if (preprocessor / "tokenizer.model").is_file() else None
 
     import numpy as np
     from qbench.baselines.mplug_owl2 import write_tiny_checkpoint
@@ -231,10 +277,16 @@ def main() -> None:
                    OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
         subprocess.run([str(args.original_python), __file__, "--role", "original",
                         "--checkout", str(args.checkout), "--checkpoint", str(checkpoint),
+                        *(["--preprocessor", str(preprocessor)] if preprocessor else []),
                         "--out", str(out), "--images", *map(str, images)], check=True, env=env)
         original = json.loads(out.read_text())
-        pixels = np.load(out.with_suffix(".pixels.npy"))
-        ok = compare(original, pixels, checkpoint, images, args.model, args.tolerance)
+        ok = compare(original, np.load(out.with_suffix(".pixels.npy")), checkpoint, images,
+                     args.model, args.tolerance)
+        if preprocessor:
+            ok &= compare_released_inputs(original["released"], np.load(
+                out.with_suffix(".released-pixels.npy")), images)
+    print(f"\n{'PASS' if ok else 'FAIL'}: identical inputs, every difference <= "
+          f"{args.tolerance:g}")
     sys.exit(0 if ok else 1)
 
 

@@ -10,8 +10,8 @@ memory, and how far batched half-precision logits stand from one-at-a-time ones.
 Needs torch and numpy only: it loads baselines/mplug_owl2.py by its path, so a checkout is
 enough (or `pip install --no-deps -e .`). The weights are random, so the figures say how fast
 and how large, not how good. The prompt is random ids of the length the LLaMA-2 tokenizer gives
-the evaluation prompt (about 14 before the image, 11 after; the image adds 65), and the pixels
-are random tensors already preprocessed: this times the network, not image decoding.
+the evaluation prompt (15 ids with BOS before the image, 12 after; the image adds 65), and the
+pixels are random tensors already preprocessed: this times the network, not image decoding.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PREFIX_IDS, SUFFIX_IDS = 14, 11
+PREFIX_IDS, SUFFIX_IDS = 15, 12
 
 
 def load_architecture():
