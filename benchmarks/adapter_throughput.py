@@ -4,7 +4,14 @@
 all from one run.
 
     OMP_NUM_THREADS=1 python benchmarks/adapter_throughput.py [--device cpu|cuda]
-        [--samples 64] [--max-new-tokens 16] [--batches 1 8 32]
+        [--samples 64] [--max-new-tokens 16] [--batches 1 8 32] [--profile]
+
+`--profile` also splits level-token scoring into stages, milliseconds per sample at each batch
+size: building the inputs through one processor call for the whole batch (how qbench did it
+before) or through `InputBuilder` (image processor on every image, token ids once per prompt
+and image grid), then the vision tower, the language model, the rest of the forward pass
+(positions, embedding merge, head) and the softmax. Stages that stay flat in ms/sample as the
+batch grows are what does not scale.
 
 The tiny model's weights are random: absolute figures say nothing about Q-Insight's speed;
 the ratios show what batching buys on this machine for a small model.
@@ -21,6 +28,7 @@ from PIL import Image
 from skimage import data
 
 from qbench import ModelConfig, Sample, create_model
+from qbench.backends.vlm import expected_level, model_inputs
 from qbench.tiny import build_tiny_qwen2_5_vl
 
 
@@ -46,12 +54,86 @@ def samples_per_second(model, samples: list[Sample], images, batch: int) -> floa
     return len(samples) / (time.perf_counter() - start)
 
 
+class StageClock:
+    """Seconds spent in the vision tower and the language model, from forward hooks."""
+
+    def __init__(self, network):
+        self.seconds: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+        for name, module in (("vision", network.model.visual),
+                             ("language", network.model.language_model)):
+            module.register_forward_pre_hook(self._start(name))
+            module.register_forward_hook(self._stop(name))
+
+    def _start(self, name):
+        def hook(*_):
+            self._started[name] = time.perf_counter()
+        return hook
+
+    def _stop(self, name):
+        def hook(*_):
+            self.seconds[name] = self.seconds.get(name, 0.0) + \
+                time.perf_counter() - self._started[name]
+        return hook
+
+
+def profile_levels(model, images, batches: list[int], repeats: int = 2) -> None:
+    """Per-stage ms/sample of level-token scoring; the best of `repeats` passes."""
+    import torch
+    network, processor, prompt = model.network, model.processor, model.prompt
+    clock = StageClock(network)
+    builders = {
+        "processor call": lambda p, i: processor(text=p, images=[list(x) for x in i],
+                                                 padding=True, return_tensors="pt"),
+        "InputBuilder": lambda p, i: model_inputs(processor, p, i, network.device),
+    }
+    stages = ("inputs", "vision", "language", "forward rest", "softmax", "total")
+    print(f"{'inputs built by':<16}{'batch':>6}" + "".join(f"{s:>14}" for s in stages)
+          + "   (ms/sample)")
+    totals: dict[tuple[str, int], float] = {}
+    for label, build in builders.items():
+        for batch in batches:
+            best = None
+            for _ in range(repeats + 1):  # the first pass warms up
+                clock.seconds.clear()
+                spent = dict.fromkeys(("inputs", "forward", "softmax"), 0.0)
+                for i in range(0, len(images), batch):
+                    chunk = images[i:i + batch]
+                    start = time.perf_counter()
+                    inputs = build([prompt] * len(chunk), chunk)
+                    built = time.perf_counter()
+                    with torch.inference_mode():
+                        logits = network(**inputs, logits_to_keep=1).logits[:, -1, :]
+                    done = time.perf_counter()
+                    expected_level(logits[:, model.token_ids], (5, 4, 3, 2, 1))
+                    spent["inputs"] += built - start
+                    spent["forward"] += done - built
+                    spent["softmax"] += time.perf_counter() - done
+                row = {"inputs": spent["inputs"], "vision": clock.seconds["vision"],
+                       "language": clock.seconds["language"],
+                       "forward rest": spent["forward"] - clock.seconds["vision"]
+                       - clock.seconds["language"], "softmax": spent["softmax"]}
+                row["total"] = sum(row.values())
+                best = row if best is None or row["total"] < best["total"] else best
+            per_sample = {k: 1000 * v / len(images) for k, v in best.items()}
+            totals[label, batch] = per_sample["total"]
+            print(f"{label:<16}{batch:>6}" + "".join(f"{per_sample[s]:>14.2f}" for s in stages))
+    for label in builders:
+        first, last = batches[0], batches[-1]
+        print(f"level tokens, inputs by {label}: batch {last} vs {first} ratio "
+              f"{totals[label, first] / totals[label, last]:.2f}")
+    print(f"batch {batches[-1]}: InputBuilder vs processor call ratio "
+          f"{totals['processor call', batches[-1]] / totals['InputBuilder', batches[-1]]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--samples", type=int, default=64)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--profile", action="store_true",
+                        help="also split level-token scoring into stages")
     args = parser.parse_args()
 
     import torch
@@ -65,16 +147,20 @@ def main() -> None:
         adapters = {
             "generation (qinsight)": create_model("qinsight", ModelConfig(
                 model_path=path, device=args.device,
-                options={"max_new_tokens": args.max_new_tokens})),
+                options={"max_new_tokens": args.max_new_tokens, "decoding": "greedy"})),
             "level tokens (qwen-vl-levels)": create_model("qwen-vl-levels", ModelConfig(
                 model_path=path, device=args.device)),
         }
-        baseline = f"vs batch {args.batches[0]}"
-        print(f"{'adapter':<32}{'batch':>6}{'samples/s':>12}{baseline:>14}")
+        first = args.batches[0]
+        print(f"{'adapter':<32}{'batch':>6}{'samples/s':>12}")
         for label, model in adapters.items():
             rates = [samples_per_second(model, samples, images, b) for b in args.batches]
             for batch, rate in zip(args.batches, rates):
-                print(f"{label:<32}{batch:>6}{rate:>12.1f}{rate / rates[0]:>13.2f}x")
+                print(f"{label:<32}{batch:>6}{rate:>12.1f}   ratio {rate / rates[0]:.2f} "
+                      f"vs batch {first}")
+        if args.profile:
+            profile_levels(adapters["level tokens (qwen-vl-levels)"], images, args.batches)
+        for model in adapters.values():
             model.close()
 
 

@@ -1,13 +1,14 @@
 """A tiny random Qwen2.5-VL checkpoint built offline (REFERENCE §6), for tests and benchmarks.
 
 It has the real architecture, a real `Qwen2VLImageProcessor`, a byte-level BPE tokenizer
-trained on the spot with the Qwen-VL special tokens, and the Qwen2.5-VL chat template that TRL
-ships. Its weights are random, so it emits nonsense quickly; everything around the model
-(prompts, image tokens, batching, saving and loading) is exercised for real.
+trained on the spot with the Qwen-VL special tokens, and qbench's own spelling of the
+Qwen2.5-VL chat format (QWEN2_5_VL_CHAT_TEMPLATE). Its weights are random, so it emits nonsense
+quickly; everything around the model (prompts, image tokens, batching, saving and loading) is
+exercised for real. Nothing here needs TRL: the GPU benchmark builds its 7B-sized model from
+the same tokenizer, processor and template.
 """
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 # The special tokens Qwen2.5-VL's processor and config refer to, in the released order.
@@ -52,55 +53,83 @@ def _train_tokenizer():  # -> transformers.PreTrainedTokenizerFast
         additional_special_tokens=list(SPECIAL_TOKENS[1:]), padding_side="left")
 
 
-def qwen2_5_vl_chat_template() -> str:
-    """The Qwen2.5-VL chat template as shipped inside the installed TRL package."""
-    try:
-        return (resources.files("trl") / "chat_templates" / "qwen2_5_vl.jinja").read_text(
-            encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise RuntimeError(f"the Qwen2.5-VL chat template comes from the installed trl package "
-                           f"(chat_templates/qwen2_5_vl.jinja): {exc}; pip install trl") from exc
+# The Qwen2.5-VL chat format for text and image parts: a default system turn when the
+# conversation has none, each turn between <|im_start|>role and <|im_end|>, each image as
+# <|vision_start|><|image_pad|><|vision_end|> (the processor expands the pad to the image's
+# tokens), and an opened assistant turn on request.
+QWEN2_5_VL_CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for turn in messages %}<|im_start|>{{ turn['role'] }}\n"
+    "{% if turn['content'] is string %}{{ turn['content'] }}{% else %}"
+    "{% for part in turn['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def _config(tokenizer):  # -> Qwen2_5_VLConfig
-    from transformers import Qwen2_5_VLConfig
+def tiny_processor():  # -> Qwen2_5_VLProcessor
+    """The tiny model's processor: trained tokenizer, real image processor capped at
+    MAX_PIXELS, qbench's chat template."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+    return Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        tokenizer=_train_tokenizer(),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
 
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """The Qwen2.5-VL config fields that name special tokens, for this tokenizer."""
+    return {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))}
-    text_heads, text_hidden = 4, 64
-    half_head_dim = text_hidden // text_heads // 2
-    text = dict(vocab_size=len(tokenizer), hidden_size=text_hidden, intermediate_size=128,
-                num_hidden_layers=2, num_attention_heads=text_heads, num_key_value_heads=2,
-                max_position_embeddings=4096, max_window_layers=2,
-                bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+
+
+def mrope_parameters(head_dim: int, theta: float) -> dict:
+    """Rotary settings of the multimodal RoPE (temporal, height, width sections summing to
+    head_dim / 2) under both spellings: `rope_parameters` (transformers 5) and
+    `rope_scaling` + `rope_theta` (transformers 4.5x)."""
+    half = head_dim // 2
+    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    return {"rope_parameters": {"rope_type": "default", "rope_theta": theta,
+                                "mrope_section": section},
+            "rope_scaling": {"type": "mrope", "rope_type": "default",
+                             "mrope_section": section},
+            "rope_theta": theta}
+
+
+def qwen2_5_vl_config(tokenizer, text: dict, vision: dict, rope_theta: float):
+    """A Qwen2.5-VL config with these text and vision sizes, wired to `tokenizer`'s special
+    tokens; the same call on transformers 4.56 and 5."""
+    from transformers import Qwen2_5_VLConfig
+    head_dim = text["hidden_size"] // text["num_attention_heads"]
+    text = dict(text, bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                # temporal, height, width sections of the multimodal rotary embedding
-                rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
-                                 "mrope_section": [2, 3, half_head_dim - 5]})
-    vision = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
-                  out_hidden_size=text_hidden, fullatt_block_indexes=[1])
+                **mrope_parameters(head_dim, rope_theta))
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=False,
-                            **ids)
+                            **special_token_ids(tokenizer))
 
 
 def build_tiny_qwen2_5_vl(path: Path, seed: int = 0) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint (model, processor, tokenizer, chat template,
     generation config) to `path` and return it. The same seed writes the same weights."""
     import torch
-    from transformers import (GenerationConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor)
-    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer()
-    image_processor = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    video_processor = Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
-    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                    video_processor=video_processor,
-                                    chat_template=qwen2_5_vl_chat_template())
-    config = _config(tokenizer)
+    processor = tiny_processor()
+    tokenizer = processor.tokenizer
+    config = qwen2_5_vl_config(
+        tokenizer, rope_theta=1_000_000.0,
+        text=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  max_position_embeddings=4096, max_window_layers=2),
+        vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
+                    out_hidden_size=64, fullatt_block_indexes=[1]))
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

@@ -75,3 +75,29 @@ def test_chat_template_places_image_tokens_and_batch_generates(tiny_path):
     assert (inputs["attention_mask"][:, 0] == 0).any()
     out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert out.shape[0] == 4 and out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_own_chat_template_writes_the_qwen2_5_vl_format(tiny_path):
+    """qbench spells the chat format itself (the 7B GPU benchmark runs without TRL); where TRL
+    is installed its bundled Qwen2.5-VL template must give the same text."""
+    from transformers import AutoProcessor
+    processor = AutoProcessor.from_pretrained(tiny_path, local_files_only=True)
+    conversations = [build_messages(kind, image_first=first)
+                     for kind in ("score", "degradation", "comparison") for first in (True, False)]
+    conversations.append([{"role": "user", "content": [{"type": "image"},
+                                                       {"type": "text", "text": "Rate it."}]}])
+    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+             for c in conversations]
+    assert texts[-1] == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Rate it."
+                         "<|im_end|>\n<|im_start|>assistant\n")
+    assert texts[4].count("<|image_pad|>") == 3  # comparison: reference, A, B
+    try:
+        from importlib import resources
+        trl_template = (resources.files("trl") / "chat_templates" / "qwen2_5_vl.jinja"
+                        ).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        pytest.skip("TRL is not installed: nothing to compare against")
+    assert texts == [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False,
+                                                   chat_template=trl_template)
+                     for c in conversations]

@@ -1,65 +1,26 @@
-"""Local vision-language models: chat prompts, generation (transformers or vLLM) and level-token
-scoring. Nothing here names a model; adapters in baselines/ choose prompts and settings.
+"""Local vision-language models: chat prompts, model inputs, generation (transformers or vLLM)
+and level-token scoring. Nothing here names a model; adapters in baselines/ choose prompts and
+settings.
 
-Both generation backends take prompts from `chat_prompt`, so switching backend changes speed,
-not the text the model reads.
+Both generation backends take prompts from `chat_prompt` and decoding values from
+`decoding.py`, so switching backend changes speed, not the text the model reads nor how it
+decodes. Needs transformers >= 4.56 (`from_pretrained(dtype=...)`, Qwen2.5-VL `logits_to_keep`).
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
 from ..model import ModelError
+from .decoding import Decoding, vllm_sampling_kwargs
 
-
-# ------------------------------------------------------------------------------ decoding
-
-@dataclass(frozen=True)
-class Decoding:
-    """Generation settings. `samples` > 1 draws that many answers per image (sampling only)."""
-
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 50
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-    samples: int = 1
-    seed: int | None = None  # None: the run's --seed
-
-    def check(self, model: str) -> "Decoding":
-        if self.samples < 1 or self.max_new_tokens < 1:
-            raise ModelError(f"{model}: samples and max_new_tokens must be >= 1")
-        if self.samples > 1 and not self.do_sample:
-            raise ModelError(f"{model}: samples={self.samples} needs sampling "
-                             "(--model-arg decoding=demo or do_sample=true): greedy answers repeat")
-        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
-            raise ModelError(f"{model}: sampling needs temperature > 0 and 0 < top_p <= 1")
-        return self
-
-    def settings(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# Greedy by default, for reproducibility; "demo" is the released Q-Insight demo's sampling.
-DECODING_PRESETS: dict[str, Decoding] = {
-    "greedy": Decoding(),
-    "demo": Decoding(do_sample=True, temperature=1.0, top_k=50, top_p=0.95,
-                     max_new_tokens=1024, seed=42),
-}
-
-
-def decoding_from(preset: str, model: str, **overrides: Any) -> Decoding:
-    """A preset with the options the user set explicitly (None = keep the preset's)."""
-    if preset not in DECODING_PRESETS:
-        raise ModelError(f"{model}: unknown decoding preset {preset!r}; "
-                         f"known: {', '.join(DECODING_PRESETS)}")
-    base = asdict(DECODING_PRESETS[preset])
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    return Decoding(**base).check(model)
+DTYPES = ("bfloat16", "float16", "float32")
 
 
 # ------------------------------------------------------------------------------ loading
@@ -73,16 +34,24 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def torch_dtype(name: str, device: str):
-    """bf16 on GPU, float32 on CPU unless the user names one."""
-    import torch
+def resolve_dtype(name: str, device: str) -> str:
+    """A concrete dtype name for `name` on `device`: "auto" is bfloat16 on a GPU (float16 where
+    the GPU has no bfloat16) and float32 on the CPU. Backends only ever see the concrete name
+    (vLLM 0.8 would turn "auto" on a float32 checkpoint into float16)."""
     if name == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    try:
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16,
-                "float32": torch.float32}[name]
-    except KeyError:
-        raise ModelError(f"dtype {name!r}: expected auto, bfloat16, float16 or float32") from None
+        if not device.startswith("cuda"):
+            return "float32"
+        import torch
+        bf16 = not torch.cuda.is_available() or torch.cuda.is_bf16_supported()
+        return "bfloat16" if bf16 else "float16"
+    if name not in DTYPES:
+        raise ModelError(f"dtype {name!r}: expected auto, {', '.join(DTYPES)}")
+    return name
+
+
+def torch_dtype(name: str, device: str):
+    import torch
+    return getattr(torch, resolve_dtype(name, device))
 
 
 def require_model_dir(path: Path | None, model: str, what: str) -> Path:
@@ -157,12 +126,79 @@ def chat_prompt(processor, messages: list[dict], assistant_prefix: str = "") -> 
     return text + assistant_prefix
 
 
+class InputBuilder:
+    """Model inputs for a batch of prompts with their images, equal to what the processor gives
+    for the whole batch with left padding.
+
+    A processor of the Qwen2-VL family expands each image placeholder into as many tokens as the
+    image's grid (`image_grid_thw`) has: the text side of a sample depends only on its prompt
+    and its images' grids. That side (tokenizing thousands of placeholder tokens, the token-type
+    ids) is computed once per (prompt, grids) and reused, and a batch is assembled by left
+    padding; only the image processor runs on every image. Processors without a grid go
+    through the processor call unchanged."""
+
+    MAX_CACHED = 4096  # (prompt, grids) entries; each holds one sample's token ids
+
+    def __init__(self, processor):
+        self.processor = processor
+        self._text: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def __call__(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
+                 device):
+        from transformers import BatchFeature
+        flat = [image for sample in images for image in sample]
+        pixels = self.processor.image_processor(flat, return_tensors="pt") if flat else {}
+        grids = pixels.get("image_grid_thw")
+        if grids is None:
+            inputs = self.processor(text=list(prompts), images=[list(i) for i in images] or None,
+                                    padding=True, return_tensors="pt")
+            return inputs.to(device)
+        rows = [tuple(row) for row in grids.tolist()]
+        texts, start = [], 0
+        for prompt, sample in zip(prompts, images):
+            key = (prompt, tuple(rows[start:start + len(sample)]))
+            start += len(sample)
+            texts.append(self._text_side(key, sample, set(pixels)))
+        return BatchFeature({**left_pad(texts, self.processor.tokenizer.pad_token_id),
+                             **pixels}).to(device)
+
+    def _text_side(self, key: tuple, sample: Sequence[Image.Image], image_keys: set[str]
+                   ) -> dict[str, Any]:
+        if key in self._text:
+            self._text.move_to_end(key)
+            return self._text[key]
+        encoded = self.processor(text=[key[0]], images=[list(sample)], return_tensors="pt")
+        self._text[key] = {k: v[0] for k, v in encoded.items() if k not in image_keys}
+        if len(self._text) > self.MAX_CACHED:
+            self._text.popitem(last=False)
+        return self._text[key]
+
+
+def left_pad(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
+    """Stack one-sample token tensors into a batch, padded on the left (token ids with the pad
+    token, masks and type ids with 0), so that every prompt ends in the last position."""
+    import torch
+    width = max(len(row["input_ids"]) for row in rows)
+    batch = {}
+    for key in rows[0]:
+        fill = pad_token_id if key == "input_ids" else 0
+        out = torch.full((len(rows), width), fill, dtype=rows[0][key].dtype)
+        for i, row in enumerate(rows):
+            out[i, width - len(row[key]):] = row[key]
+        batch[key] = out
+    return batch
+
+
+_builders: "weakref.WeakKeyDictionary[Any, InputBuilder]" = weakref.WeakKeyDictionary()
+
+
 def model_inputs(processor, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
                  device):
-    """One left-padded batch: token ids with the image placeholders expanded, pixel values."""
-    inputs = processor(text=list(prompts), images=[list(i) for i in images], padding=True,
-                       return_tensors="pt")
-    return inputs.to(device)
+    """One left-padded batch: token ids with the image placeholders expanded, pixel values
+    (through the processor's InputBuilder, kept as long as the processor lives)."""
+    if processor not in _builders:
+        _builders[processor] = InputBuilder(processor)
+    return _builders[processor](prompts, images, device)
 
 
 # ------------------------------------------------------------------------------ generation
@@ -178,26 +214,45 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+def stopping_only(generation_config):
+    """A GenerationConfig keeping only the checkpoint's token ids (end, padding, start): the
+    checkpoint's decoding values must not reach `generate` behind qbench's back (offline vLLM
+    does not apply them either); qbench passes its own explicitly."""
+    from transformers import GenerationConfig
+    return GenerationConfig(eos_token_id=generation_config.eos_token_id,
+                            pad_token_id=generation_config.pad_token_id,
+                            bos_token_id=generation_config.bos_token_id)
+
+
+def transformers_generate_kwargs(decoding: Decoding, pad_token_id: int) -> dict[str, Any]:
+    """`generate` arguments with the meaning `vllm_sampling_kwargs` gives `decoding`."""
+    kwargs: dict[str, Any] = {"max_new_tokens": decoding.max_new_tokens,
+                              "do_sample": decoding.do_sample,
+                              "num_return_sequences": decoding.samples,
+                              "repetition_penalty": decoding.repetition_penalty,
+                              "pad_token_id": pad_token_id}
+    if decoding.do_sample:
+        kwargs.update(temperature=decoding.temperature, top_k=decoding.top_k,
+                      top_p=decoding.top_p)
+    else:
+        kwargs.update(temperature=None, top_k=None, top_p=None)
+    return kwargs
+
+
 class TransformersGenerator:
     """Batched `generate` on a transformers model (left padding, new tokens decoded)."""
 
     def __init__(self, network, processor):
         self.network, self.processor = network, processor
+        network.generation_config = stopping_only(network.generation_config)
 
     def generate(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
                  decoding: Decoding, seed: int) -> list[list[str]]:
         import torch
         inputs = model_inputs(self.processor, prompts, images, self.network.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": decoding.max_new_tokens,
-                                  "do_sample": decoding.do_sample,
-                                  "num_return_sequences": decoding.samples,
-                                  "pad_token_id": self.processor.tokenizer.pad_token_id}
+        kwargs = transformers_generate_kwargs(decoding, self.processor.tokenizer.pad_token_id)
         if decoding.do_sample:
-            kwargs.update(temperature=decoding.temperature, top_k=decoding.top_k,
-                          top_p=decoding.top_p)
             torch.manual_seed(seed)
-        else:  # the checkpoint's generation_config may ask for sampling: greedy means greedy
-            kwargs.update(temperature=None, top_k=None, top_p=None)
         with torch.inference_mode():
             out = self.network.generate(**inputs, **kwargs)
         texts = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:],
@@ -225,24 +280,12 @@ def vllm_requests(prompts: Sequence[str], images: Sequence[Sequence[Image.Image]
             for prompt, imgs in zip(prompts, images)]
 
 
-def vllm_sampling_kwargs(decoding: Decoding, seed: int) -> dict[str, Any]:
-    """SamplingParams arguments with the meaning `TransformersGenerator` gives `decoding`."""
-    kwargs: dict[str, Any] = {"max_tokens": decoding.max_new_tokens, "n": decoding.samples,
-                              "seed": seed}
-    if decoding.do_sample:
-        kwargs.update(temperature=decoding.temperature, top_k=decoding.top_k,
-                      top_p=decoding.top_p)
-    else:
-        kwargs.update(temperature=0.0)  # vLLM's greedy decoding
-    return kwargs
-
-
 @dataclass(frozen=True)
 class VLLMSettings:
+    dtype: str                 # a concrete name (resolve_dtype), never "auto"
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
     max_model_len: int | None = None
-    dtype: str = "auto"
     max_images: int = 3   # a comparison prompt carries reference, A and B
     trust_remote_code: bool = False
 
