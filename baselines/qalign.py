@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 from abc import abstractmethod
@@ -240,6 +241,11 @@ class Owl2Levels(LevelScorer):
                 raise mplug_owl2.Owl2Error(
                     f"the level words {LEVEL_WORDS} do not start with distinct tokens "
                     f"({self.token_ids}) in {inputs_dir}/tokenizer.model")
+            vocabulary = json.loads((path / "config.json").read_text()).get("vocab_size", 0)
+            if self.tokenizer.sp.get_piece_size() > vocabulary:
+                raise mplug_owl2.Owl2Error(
+                    f"the tokenizer in {inputs_dir} has {self.tokenizer.sp.get_piece_size()} "
+                    f"pieces, the weights in {path} a vocabulary of {vocabulary}: not a pair")
             self.network = (RemoteOwl2(path, self.name, self.device, self.dtype)
                             if self.options.trust_remote_code
                             else mplug_owl2.load_mplug_owl2(path, self.device, self.dtype))

@@ -239,6 +239,10 @@ def test_missing_files_and_other_models_are_refused(tiny, tmp_path):
     (bare / "model.safetensors").unlink()
     with pytest.raises(ModelError, match="has no weights"):
         scorer(bare)
+    small = copy_checkpoint(tiny, tmp_path / "small")
+    (small / "config.json").write_text(json.dumps(config | {"vocab_size": 100}))
+    with pytest.raises(ModelError, match="not a pair"):  # another model's tokenizer
+        scorer(small)
 
 
 def test_tokenizer_and_preprocessor_may_live_in_another_folder(tiny, tmp_path):
