@@ -731,7 +731,7 @@ def random_weights(net: MplugOwl2, seed: int, device: str = "cpu",
 # ------------------------------------------------------------------------------ tiny checkpoint
 
 TINY_CONFIG = Owl2Config(
-    vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    vocab_size=448, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
     num_attention_heads=4, num_key_value_heads=4,
     vision=VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=2, image_size=56, patch_size=14),
