@@ -99,12 +99,16 @@ def _known_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if k in names and v is not None}
 
 
-def read_config(path: Path) -> Owl2Config:
-    """An mPLUG-Owl2 config.json, checked for what this implementation covers."""
+def read_json(path: Path) -> dict[str, Any]:
     try:
-        raw = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise Owl2Error(f"cannot read {path}: {exc}") from None
+
+
+def read_config(path: Path) -> Owl2Config:
+    """An mPLUG-Owl2 config.json, checked for what this implementation covers."""
+    raw = read_json(path)
     if raw.get("model_type") != "mplug_owl2":
         raise Owl2Error(f"{path} describes model_type {raw.get('model_type')!r}, not "
                          "'mplug_owl2' (Q-Align / DeQA-Score weights)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import math
 import os
 from abc import abstractmethod
@@ -107,14 +106,19 @@ class HFVisionLevels(LevelScorer):
     name = "qwen-vl-levels"
     weights = "a Hugging Face vision-language checkpoint, e.g. Qwen2.5-VL"
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, loaded: tuple[Any, Any] | None = None):
+        """`loaded` (network, processor) replaces the weights read from --model-path
+        (benchmarks on models built in memory)."""
         super().__init__(config)
         self.options = parse_options(HFLevelOptions, config.options, self.name)
-        path = require_model_dir(config.model_path, self.name, self.weights)
-        self.network, self.processor = load_hf_vlm(path, self.name, LoadSettings(
-            device=config.device, dtype=self.options.dtype, device_map=self.options.device_map,
-            attn_implementation=self.options.attn_implementation,
-            trust_remote_code=self.options.trust_remote_code))
+        if loaded is None:
+            path = require_model_dir(config.model_path, self.name, self.weights)
+            loaded = load_hf_vlm(path, self.name, LoadSettings(
+                device=config.device, dtype=self.options.dtype,
+                device_map=self.options.device_map,
+                attn_implementation=self.options.attn_implementation,
+                trust_remote_code=self.options.trust_remote_code))
+        self.network, self.processor = loaded
         self.prompt = chat_prompt(self.processor, level_messages(), LEVEL_ANSWER_PREFIX)
         self.token_ids = level_token_ids(self.processor.tokenizer, LEVEL_ANSWER_PREFIX,
                                          LEVEL_WORDS)
@@ -241,7 +245,7 @@ class Owl2Levels(LevelScorer):
                 raise mplug_owl2.Owl2Error(
                     f"the level words {LEVEL_WORDS} do not start with distinct tokens "
                     f"({self.token_ids}) in {inputs_dir}/tokenizer.model")
-            vocabulary = json.loads((path / "config.json").read_text()).get("vocab_size", 0)
+            vocabulary = mplug_owl2.read_json(path / "config.json").get("vocab_size", 0)
             if self.tokenizer.sp.get_piece_size() > vocabulary:
                 raise mplug_owl2.Owl2Error(
                     f"the tokenizer in {inputs_dir} has {self.tokenizer.sp.get_piece_size()} "
