@@ -21,6 +21,12 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 MIN_PIXELS = 3136
 MAX_PIXELS = 112 * 112
 VOCAB_SIZE = 600
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                 max_window_layers=2)
+TINY_VISION = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
+                   out_hidden_size=64, fullatt_block_indexes=[1])
+ROPE_THETA = 1_000_000.0
 
 
 def _tokenizer_corpus() -> list[str]:
@@ -37,9 +43,9 @@ def _tokenizer_corpus() -> list[str]:
     return lines + [level_words] * 50 + [w.capitalize() for w in level_words.split()] * 10
 
 
-def _train_tokenizer():  # -> transformers.PreTrainedTokenizerFast
+def _train_tokenizer():  # -> transformers.Qwen2TokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import Qwen2TokenizerFast  # the class Qwen2.5-VL's processor requires
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -48,8 +54,8 @@ def _train_tokenizer():  # -> transformers.PreTrainedTokenizerFast
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
     bpe.train_from_iterator(_tokenizer_corpus(), trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    return Qwen2TokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
         additional_special_tokens=list(SPECIAL_TOKENS[1:]), padding_side="left")
 
 
@@ -69,15 +75,15 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def tiny_processor():  # -> Qwen2_5_VLProcessor
-    """The tiny model's processor: trained tokenizer, real image processor capped at
-    MAX_PIXELS, qbench's chat template."""
+def tiny_processor(max_pixels: int = MAX_PIXELS):  # -> Qwen2_5_VLProcessor
+    """The tiny model's processor: trained tokenizer, real image processor (images of at most
+    `max_pixels`), qbench's chat template."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
     return Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        image_processor=Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=max_pixels),
         tokenizer=_train_tokenizer(),
-        video_processor=Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=MIN_PIXELS, max_pixels=max_pixels),
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE)
 
 
@@ -123,13 +129,8 @@ def build_tiny_qwen2_5_vl(path: Path, seed: int = 0) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     processor = tiny_processor()
     tokenizer = processor.tokenizer
-    config = qwen2_5_vl_config(
-        tokenizer, rope_theta=1_000_000.0,
-        text=dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                  num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                  max_position_embeddings=4096, max_window_layers=2),
-        vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
-                    out_hidden_size=64, fullatt_block_indexes=[1]))
+    config = qwen2_5_vl_config(tokenizer, text=dict(TINY_TEXT, vocab_size=len(tokenizer)),
+                               vision=TINY_VISION, rope_theta=ROPE_THETA)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:

@@ -288,6 +288,7 @@ class VLLMSettings:
     max_model_len: int | None = None
     max_images: int = 3   # a comparison prompt carries reference, A and B
     trust_remote_code: bool = False
+    load_format: str = "auto"  # "dummy": random weights from config.json (benchmarks)
 
 
 class VLLMGenerator:
@@ -306,7 +307,8 @@ class VLLMGenerator:
             "tensor_parallel_size": settings.tensor_parallel_size,
             "gpu_memory_utilization": settings.gpu_memory_utilization,
             "limit_mm_per_prompt": {"image": settings.max_images},
-            "trust_remote_code": settings.trust_remote_code}
+            "trust_remote_code": settings.trust_remote_code,
+            "load_format": settings.load_format}
         if settings.max_model_len:
             kwargs["max_model_len"] = settings.max_model_len
         try:
