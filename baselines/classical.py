@@ -6,10 +6,20 @@
                   no weights: offline, `piqe` and the weight-free metrics run; others need
                   `--model-arg weights=FILE` (or pyiqa's own cache). lower_better is pyiqa's.
 `brisque`         BRISQUE with the SVM model that the `brisque` package ships (offline).
+
+Both are CPU-bound and score one image at a time. With `--workers N` (N > 1) on the CPU they run
+min(N, cores) replicas of one thread each in worker processes forked when the model is built,
+and share the samples of each batch among them.
 """
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
+import threading
+import time
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,22 +33,110 @@ from qbench.backends.vlm import resolve_device
 from qbench.model import Timer
 
 
-def score_each(samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]],
-               score: Callable[[Sequence[Image.Image]], Prediction]) -> list[Prediction]:
-    """Score samples one by one: a metric that fails on one image (too small, constant)
-    costs that sample, recorded as a model error, not the batch."""
-    out = []
-    for sample, imgs in zip(samples, images):
-        with Timer() as timer:
-            try:
-                prediction = score(imgs)
-            except (ValueError, RuntimeError, AssertionError, ArithmeticError) as exc:
-                prediction = Prediction(task="", sample_id="", status="model_error",
-                                        error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        prediction.task, prediction.sample_id = sample.task, sample.id
-        prediction.latency_s = timer.seconds
-        out.append(prediction)
-    return out
+def score_one(score: Callable[[Sequence[Image.Image]], Prediction],
+              images: Sequence[Image.Image]) -> Prediction:
+    """Score one sample: a metric that fails on its image (too small, constant) costs that
+    sample, recorded as a model error, not the batch."""
+    with Timer() as timer:
+        try:
+            prediction = score(images)
+        except (ValueError, RuntimeError, AssertionError, ArithmeticError) as exc:
+            prediction = Prediction(task="", sample_id="", status="model_error",
+                                    error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    prediction.latency_s = timer.seconds
+    return prediction
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+# The scoring function of this worker process's replica (set once, when the worker starts).
+_replica_score: Callable[[Sequence[Image.Image]], Prediction] | None = None
+
+
+def _start_replica(score: Callable[[Sequence[Image.Image]], Prediction]) -> None:
+    global _replica_score
+    _replica_score = score
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the parent's to handle
+    if "torch" in sys.modules:   # one thread: a forked child hangs in an inherited OpenMP pool
+        sys.modules["torch"].set_num_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A replica whose parent was killed (not closed) would otherwise wait for work forever."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _score_in_replica(images: Sequence[Image.Image]) -> Prediction:
+    return score_one(_replica_score, images)
+
+
+class Replicas:
+    """`count` copies of a model's scoring function in worker processes. They are forked when
+    the model is built, so each inherits the built metric (no second import or load), before
+    the runner starts its decoding threads. Samples go out one by one, so a slow image does not
+    hold up the others."""
+
+    def __init__(self, score: Callable[[Sequence[Image.Image]], Prediction], count: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        self.count = count
+        self.pool = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_start_replica, initargs=(score,))
+        self.pool.submit(int).result()   # fork every worker now (a fork pool starts them all)
+
+    def map(self, images: Sequence[Sequence[Image.Image]]) -> list[Prediction]:
+        from concurrent.futures.process import BrokenProcessPool
+        try:
+            return list(self.pool.map(_score_in_replica, images))
+        except BrokenProcessPool:
+            raise ModelError(f"a worker process of the {self.count} metric replicas died "
+                             "(out of memory?); run with --workers 1") from None
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+def replica_count(config: ModelConfig, on_cpu: bool) -> int:
+    """How many replicas a CPU-bound model runs: the run's workers, at most one per core (one,
+    where the platform cannot fork)."""
+    import multiprocessing
+    if not on_cpu or "fork" not in multiprocessing.get_all_start_methods():
+        return 1
+    return min(config.workers, usable_cores())
+
+
+class OneAtATime(Model):
+    """A model that scores sample by sample with `_score`, in `replica_count` processes when
+    there are several."""
+
+    replicas: Replicas | None = None
+
+    def start_replicas(self, on_cpu: bool = True) -> None:
+        count = replica_count(self.config, on_cpu)
+        if count > 1:
+            self.replicas = Replicas(self._score, count)
+
+    @abstractmethod
+    def _score(self, images: Sequence[Image.Image]) -> Prediction:
+        """One sample's prediction (task and sample id are filled in by `predict`)."""
+
+    def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
+                ) -> list[Prediction]:
+        predictions = self.replicas.map(images) if self.replicas \
+            else [score_one(self._score, imgs) for imgs in images]
+        for sample, prediction in zip(samples, predictions):
+            prediction.task, prediction.sample_id = sample.task, sample.id
+        return predictions
+
+    def close(self) -> None:
+        if self.replicas:
+            self.replicas.close()
+            self.replicas = None
 
 
 def finite_score(value: float) -> Prediction:
@@ -61,7 +159,7 @@ class PyiqaOptions:
     weights: Path | None = None
 
 
-class PyiqaMetric(Model):
+class PyiqaMetric(OneAtATime):
     def __init__(self, metric: str, config: ModelConfig):
         super().__init__(config)
         self.name = f"pyiqa:{metric}"
@@ -91,6 +189,7 @@ class PyiqaMetric(Model):
         self.lower_better = bool(self.metric.lower_better)
         self.full_reference = self.metric.metric_mode == "FR"
         self.kinds = frozenset({"comparison"} if self.full_reference else {"score"})
+        self.start_replicas(on_cpu=resolve_device(config.device) == "cpu")
 
     def _value(self, image: Image.Image, reference: Image.Image | None = None) -> float:
         import torch
@@ -103,7 +202,7 @@ class PyiqaMetric(Model):
                 else self.metric(tensor(image))
         return float(value.reshape(-1)[0])
 
-    def _answer(self, imgs: Sequence[Image.Image]) -> Prediction:
+    def _score(self, imgs: Sequence[Image.Image]) -> Prediction:
         if not self.full_reference:
             return finite_score(self._value(imgs[0]))
         reference, image_a, image_b = imgs
@@ -114,11 +213,8 @@ class PyiqaMetric(Model):
                                                                   self.lower_better),
                           extra={"score_a": score_a, "score_b": score_b})
 
-    def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
-                ) -> list[Prediction]:
-        return score_each(samples, images, self._answer)
-
     def close(self) -> None:
+        super().close()
         self.metric = None
 
 
@@ -139,7 +235,7 @@ BRISQUE_MIN_SIDE = 16  # its 7x7 filters run on the image and on a half-size cop
 
 
 @register_model("brisque")
-class Brisque(Model):
+class Brisque(OneAtATime):
     """BRISQUE with the SVM shipped in the brisque package (lower is better)"""
 
     name = "brisque"
@@ -154,6 +250,7 @@ class Brisque(Model):
             raise ModelError(f"brisque: {str(exc).splitlines()[0]}; pip install brisque "
                              "opencv-python-headless") from None
         self.scorer = BRISQUE(url=False)
+        self.start_replicas()
 
     def _score(self, imgs: Sequence[Image.Image]) -> Prediction:
         import cv2
@@ -169,7 +266,3 @@ class Brisque(Model):
         # flatten every feature to a plain float first, then use its scaling and SVM.
         flat = np.array([np.asarray(f, dtype=np.float64).reshape(-1)[0] for f in features])
         return finite_score(float(self.scorer.calculate_image_quality_score(flat)))
-
-    def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
-                ) -> list[Prediction]:
-        return score_each(samples, images, self._score)
