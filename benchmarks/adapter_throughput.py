@@ -103,7 +103,8 @@ def profile_levels(model, images, batches: list[int], repeats: int = 2) -> None:
                     inputs = build([prompt] * len(chunk), chunk)
                     built = time.perf_counter()
                     with torch.inference_mode():
-                        logits = network(**inputs, logits_to_keep=1).logits[:, -1, :]
+                        logits = network(**inputs, logits_to_keep=1,
+                                         use_cache=False).logits[:, -1, :]
                     done = time.perf_counter()
                     expected_level(logits[:, model.token_ids], (5, 4, 3, 2, 1))
                     spent["inputs"] += built - start

@@ -359,8 +359,9 @@ def expected_level(level_logits, weights: Sequence[float]):
 
 def next_token_logits(network, processor, prompts: Sequence[str],
                       images: Sequence[Sequence[Image.Image]]):
-    """Logits of the token after each prompt (left padding puts every prompt's end last)."""
+    """Logits of the token after each prompt (left padding puts every prompt's end last): one
+    forward pass, no KV cache kept, only the last position's logits computed."""
     import torch
     inputs = model_inputs(processor, prompts, images, network.device)
     with torch.inference_mode():
-        return network(**inputs, logits_to_keep=1).logits[:, -1, :]
+        return network(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
