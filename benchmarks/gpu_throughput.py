@@ -87,6 +87,7 @@ class Plan:
     level_images: int
     vllm_images: int
     budget_s: float               # for all configurations together, model build excluded
+    attn_implementation: str = "sdpa"
 
 
 def gpu_plan() -> Plan:
@@ -158,7 +159,7 @@ def build_model(plan: Plan, folder: Path):
     try:
         with torch.device(plan.device):
             network = Qwen2_5_VLForConditionalGeneration._from_config(
-                config, attn_implementation="sdpa")
+                config, attn_implementation=plan.attn_implementation)
     finally:
         torch.set_default_dtype(default_dtype)
     return network.eval(), processor
@@ -282,6 +283,10 @@ def main() -> None:
                         help="the same code on the tiny model, on the CPU, in seconds")
     parser.add_argument("--budget-s", type=float, help="override the plan's time budget")
     parser.add_argument("--new-tokens", type=int, help="override the generated tokens")
+    parser.add_argument("--attn-implementation", default="sdpa",
+                        help="e.g. flash_attention_2 where flash-attn is installed: its "
+                             "variable-length kernel runs the vision tower's window attention "
+                             "in one call instead of one call per window")
     args = parser.parse_args()
     import_qbench_from_checkout()
     import torch
@@ -292,12 +297,14 @@ def main() -> None:
 
     plan = dry_run_plan() if args.dry_run else gpu_plan()
     plan = replace(plan, budget_s=args.budget_s or plan.budget_s,
-                   new_tokens=args.new_tokens or plan.new_tokens)
+                   new_tokens=args.new_tokens or plan.new_tokens,
+                   attn_implementation=args.attn_implementation)
     if plan.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run with --dry-run on a CPU")
     device_name = torch.cuda.get_device_name() if plan.device == "cuda" else "CPU"
-    print(f"{device_name}; torch {torch.__version__}; {plan.dtype}; {plan.new_tokens} new "
-          f"tokens per image; budget {plan.budget_s:.0f} s")
+    print(f"{device_name}; torch {torch.__version__}; {plan.dtype}; "
+          f"{plan.attn_implementation}; {plan.new_tokens} new tokens per image; "
+          f"budget {plan.budget_s:.0f} s")
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "qwen2_5_vl"
