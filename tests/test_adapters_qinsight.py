@@ -314,6 +314,13 @@ def test_greedy_takes_only_the_repetition_penalty_and_explicit_options_win(tmp_p
     assert explicit.decoding_source["changed_by_model_args"] == [
         "repetition_penalty", "temperature", "top_k"]
     assert checkpoint_defaults(tmp_path / "no-such-folder").values == {}
+    odd = write_generation_config(tmp_path / "odd", transformers_version="4.51.3",
+                                  temperature=0.0)
+    with pytest.raises(ModelError, match=r"temperature=0.0.*taken from .*generation_config"):
+        QInsight(ModelConfig(model_path=odd), generator=ScriptedGenerator([]))
+    (odd / "generation_config.json").write_text("{not json")
+    with pytest.raises(ModelError, match="cannot read"):
+        QInsight(ModelConfig(model_path=odd), generator=ScriptedGenerator([]))
 
 
 def test_three_backends_get_the_same_values():

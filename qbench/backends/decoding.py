@@ -171,7 +171,13 @@ def choose_decoding(presets: Mapping[str, DecodingPreset], preset: str, model: s
                                   "changed_by_model_args": sorted(explicit) or None}
     if checkpoint.ignored:
         provenance["ignored_generation_config"] = checkpoint.ignored
-    return decoding.check(model), provenance
+    try:
+        return decoding.check(model), provenance
+    except ModelError as exc:
+        if not inherited:
+            raise
+        raise ModelError(f"{exc} (taken from {checkpoint.file}: {inherited}; set the value "
+                         "with --model-arg)") from None
 
 
 def vllm_sampling_kwargs(decoding: Decoding, seed: int) -> dict[str, Any]:
