@@ -410,7 +410,9 @@ def _source(table: PaperTable, row: TableRow) -> str:
 
 def _text(table: PaperTable) -> str:
     from tabulate import tabulate
-    headers = ["Model", "Source"] + [f"{c.group}\n{c.label}" for c in table.columns]
+    groups = [c.group if i == 0 or c.group != table.columns[i - 1].group else ""
+              for i, c in enumerate(table.columns)]   # a spanning header once, over its first
+    headers = ["Model", "Source"] + [f"{g}\n{c.label}" for g, c in zip(groups, table.columns)]
     body = [[row.model, _source(table, row)]
             + [_value(c, cell) + _symbols(cell) for c, cell in zip(table.columns, row.cells)]
             for row in table.rows]
