@@ -14,8 +14,9 @@ from .images import DEFAULT_MAX_PIXELS, ImageError
 from .model import ModelError
 from .registry import (MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins,
                        model_class)
-from .results import format_table, read_leaderboard, summary_columns, with_published
-from .runner import RunConfig, expand_tasks, merge, run
+from .results import (format_table, read_leaderboard, rebuild_leaderboard, summary_columns,
+                      with_published)
+from .runner import DEFAULT_MAX_FAILURE_RATE, RunConfig, RunResult, expand_tasks, merge, run
 from .settings import user_settings, weights_path
 from .task import DataError
 
@@ -85,7 +86,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         split=args.split, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
         shard=args.shard, output_dir=args.output, run_name=args.run_name, device=args.device,
         workers=args.workers, progress=not args.no_progress, ci_resamples=args.ci,
-        task_options=task_options(args.task_arg), max_pixels=args.max_pixels)
+        task_options=task_options(args.task_arg), max_pixels=args.max_pixels,
+        max_failure_rate=args.max_failure_rate, wait=args.wait)
     try:
         result = run(config, console)
     except KeyboardInterrupt:
@@ -94,34 +96,48 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return 130
     for outcome in result.outcomes:
         if outcome.skipped:
-            console.print(f"[yellow]skipped[/] {outcome.task}: {outcome.skipped}")
+            console.print(f"[yellow]skipped[/] {outcome.task}: {escape(outcome.skipped)}",
+                          soft_wrap=True)
     if not result.ran:
         console.print("[red]qbench: error: no task could run[/]")
         return 1
+    return summarise(result, console, "run folder")
+
+
+def summarise(result: RunResult, console: Console, label: str) -> int:
+    """The table of what was measured, then everything that changes how to read it: failures,
+    notes, differences from the published split, failed tasks. Returns the exit status."""
     frame = read_leaderboard(result.leaderboard)
     frame = frame[(frame["run_id"] == result.run_dir.name)
                   & frame["task"].isin([o.task for o in result.ran])]
-    print(format_table(frame))
-    deviates = False
+    if len(frame):
+        print(format_table(frame))
+    for note in result.notes:
+        console.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
     for outcome in result.ran:
         metrics = outcome.metrics
         failures = metrics.get("failure_counts") or {}
         if failures:
             listed = ", ".join(f"{n} {status}" for status, n in failures.items())
-            console.print(f"[yellow]{outcome.task}: {listed} (ids in {result.run_dir / 'metrics.json'})[/]",
-                          soft_wrap=True)
+            console.print(f"[yellow]{outcome.task}: {listed} (ids in "
+                          f"{result.run_dir / 'metrics.json'})[/]", soft_wrap=True)
         for note in metrics.get("notes") or []:
             console.print(f"{outcome.task}: note: {escape(note)}", soft_wrap=True, highlight=False)
         for problem in metrics.get("problems") or []:
-            deviates = True
             console.print(f"[red]{outcome.task}: differs from the published split:[/] "
                           f"{escape(problem)}", soft_wrap=True, highlight=False)
-    console.print(f"run folder: {result.run_dir}\nleaderboard: {result.leaderboard}")
-    if deviates:
+        if outcome.failed:
+            console.print(f"[red]{outcome.task}: FAILED:[/] {escape(metrics['failure_reason'])}",
+                          soft_wrap=True, highlight=False)
+    console.print(f"{label}: {result.run_dir}\nleaderboard: {result.leaderboard}")
+    code = result.exit_code
+    if code == 1:
+        console.print("[red]qbench: a task failed (see above): exit status 1; its numbers are in "
+                      "metrics.json but not on the leaderboard[/]")
+    elif code == 3:
         console.print("[red]qbench: the measured samples differ from the published protocol "
                       "(see above): exit status 3[/]")
-        return 3
-    return 0
+    return code
 
 
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
@@ -163,7 +179,10 @@ def _weights_status(name: str, factory: object) -> str:
 
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
-    frame = read_leaderboard(args.output / "leaderboard.csv")
+    path, notes = rebuild_leaderboard(args.output)
+    for note in notes:
+        console.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
+    frame = read_leaderboard(path)
     tasks = expand_tasks(args.tasks.split(",")) if args.tasks else None
     if tasks:
         frame = frame[frame["task"].isin(tasks)]
@@ -187,14 +206,7 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_merge(args: argparse.Namespace, console: Console) -> int:
-    result = merge(args.runs, args.output)
-    frame = read_leaderboard(result.leaderboard)
-    print(format_table(frame[frame["run_id"] == result.run_dir.name]))
-    for outcome in result.ran:
-        for note in outcome.metrics["notes"]:
-            console.print(f"[yellow]{outcome.task}: {note}[/]")
-    console.print(f"merged run folder: {result.run_dir}")
-    return 0
+    return summarise(merge(args.runs, args.output), console, "merged run folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                    help="larger images are counted image errors, never decoded "
                         f"(default {DEFAULT_MAX_PIXELS:,})")
+    p.add_argument("--max-failure-rate", type=float, default=DEFAULT_MAX_FAILURE_RATE,
+                   metavar="RATE", help="share of a task's samples that may be model errors "
+                   f"before the task fails and the run exits 1 (default {DEFAULT_MAX_FAILURE_RATE})")
+    p.add_argument("--wait", action="store_true",
+                   help="if another command is writing the same run folder, wait for it "
+                        "instead of refusing")
     p.add_argument("--ci", type=int, default=0, metavar="RESAMPLES",
                    help="add bootstrap 95%% intervals of the headline metrics (e.g. --ci 2000)")
     p.set_defaults(func=cmd_run)
@@ -273,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `qbench list | head`: the reader left, nothing went wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:   # a read-only or full disk, a permission: name the path
+        where = exc.filename or "a file"
+        console.print(f"[red]qbench: error:[/] cannot use {escape(str(where))}: "
+                      f"{escape(exc.strerror or str(exc))}", highlight=False, soft_wrap=True)
+        return 2
 
 
 if __name__ == "__main__":

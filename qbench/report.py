@@ -27,13 +27,13 @@ from rich.console import Console
 from scipy import stats
 
 from . import metrics
-from .compare import RunRecord, add_bootstrap_options, load_run
-from .protocol import CHOICES, CLASS_DISPLAY, CLASSES
+from .compare import add_bootstrap_options
+from .kinds import Kind
 from .records import Prediction, Sample
-from .registry import get_task
-from .results import METRIC_ORDER, flatten
-from .task import Task
-from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval, task_intervals
+from .results import flatten, metric_order
+from .rundir import RunView
+from .scoring import Scored, intervals
+from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval
 
 TEXT_LIMIT = 1500   # characters of a transcript shown; the rest is summarised
 CI_TOLERANCE = 1e-9  # a CI is shown only where its estimate is the metric the task reported
@@ -103,26 +103,24 @@ def with_interval(value: float, interval: Interval | None) -> str:
     return f"{value:.4f} [{interval.low:.3f},\u00a0{interval.high:.3f}]"
 
 
-def run_intervals(run: RunRecord, task: Task, *, resamples: int, level: float, seed: int,
+def run_intervals(run: RunView, scored: Scored, *, resamples: int, level: float, seed: int,
                   notes: list[str]) -> dict[str, Interval]:
     """Bootstrap intervals of the task's headline metrics, kept only where the bootstrap's own
-    estimate is the value the run reported (a task that scores a metric its own way gets none)."""
-    reported = run.metrics.get(task.name, {})
-    intervals = task_intervals(task, run.samples(task.name), run.predictions(task.name),
-                               run.convention, run.lower_better(task.name),
-                               resamples=resamples, level=level, seed=seed)
+    estimate is the value the run reported (a number that does not follow from the stored
+    predictions is not given an interval, and the report says so)."""
+    reported = run.metrics.get(scored.task, {})
     kept = {}
-    for name, interval in intervals.items():
+    for name, interval in intervals(scored, resamples=resamples, level=level, seed=seed).items():
         value = reported.get(name)
         if isinstance(value, (int, float)) and abs(value - interval.estimate) <= CI_TOLERANCE:
             kept[name] = interval
         elif value is not None:
-            notes.append(f"{run.run_id} {task.name}: no CI for {name} (the task reports "
+            notes.append(f"{run.run_id} {scored.task}: no CI for {name} (the task reports "
                          f"{_fmt(value)}, the bootstrap estimate is {_fmt(interval.estimate)})")
     return kept
 
 
-def leaderboard_table(runs: Sequence[RunRecord], intervals: dict[tuple[str, str], dict[str, Interval]],
+def leaderboard_table(runs: Sequence[RunView], intervals: dict[tuple[str, str], dict[str, Interval]],
                       published: list[dict[str, Any]]) -> Table:
     """Measured rows (with CIs) then published rows for the same tasks; only the metric columns
     that have a value somewhere."""
@@ -138,7 +136,7 @@ def leaderboard_table(runs: Sequence[RunRecord], intervals: dict[tuple[str, str]
         if row.get("plcc_convention"):
             protocol += f"; PLCC {row['plcc_convention']}"
         records.append(({**row, "run / reference": protocol}, {}, True))
-    metric_columns = [m for m in METRIC_ORDER
+    metric_columns = [m for m in metric_order()
                       if any(isinstance(r.get(m), (int, float)) and not _missing(r.get(m))
                              for r, _, _ in records)]
     columns = ["model", "run / reference", "task", "n", "parsed"] + metric_columns
@@ -147,7 +145,7 @@ def leaderboard_table(runs: Sequence[RunRecord], intervals: dict[tuple[str, str]
     return Table(columns, rows, [p for _, _, p in records])
 
 
-def failures_table(runs: Sequence[RunRecord]) -> Table:
+def failures_table(runs: Sequence[RunView]) -> Table:
     statuses = sorted({s for run in runs for t in run.tasks()
                        for s in (run.metrics[t].get("failure_counts") or {})})
     columns = ["model", "run", "task", "n", "answered", "parse-failure rate", *statuses]
@@ -182,49 +180,43 @@ def _plot_name(*parts: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", "--".join(parts)) + ".png"
 
 
-def scatter_plot(run: RunRecord, task: Task) -> Plot | None:
+def scatter_plot(run: RunView, scored: Scored) -> Plot | None:
     """Model score against MOS, both as published, with the logistic the metrics fit (fitted on
     oriented values, drawn back in the plotted units)."""
-    answers = run.predictions(task.name)
-    scored = [s for s in run.samples(task.name) if answers[s.id].ok
-              and answers[s.id].score is not None and s.mos is not None]
-    if len(scored) < 3:
+    samples = scored.scored
+    if len(samples) < 3:
         return None
-    x = np.array([answers[s.id].score for s in scored], float)
-    y = np.array([s.mos for s in scored], float)
-    sign_x = -1.0 if run.convention.lower_better else 1.0
-    sign_y = -1.0 if run.lower_better(task.name) else 1.0
+    x = np.array([scored.predictions[s.id].score for s in samples], float)
+    y = np.array([s.mos for s in samples], float)
+    conventions = scored.conventions
+    sign_x = -1.0 if conventions.model_lower_better else 1.0
+    sign_y = -1.0 if conventions.truth_lower_better else 1.0
     fig, ax = _new_figure(5.2, 3.9)
     ax.scatter(x, y, s=10, alpha=0.5, color="#3b6ea8", edgecolors="none", label="samples")
-    params = metrics.fit_logistic(sign_x * x, sign_y * y)
+    params = metrics.fit_logistic(scored.pred, scored.gt)
     if params is not None:
         grid = np.linspace(x.min(), x.max(), 200)
         ax.plot(grid, sign_y * metrics.logistic4(sign_x * grid, *params), color="#c0392b",
                 linewidth=2, label="4-parameter logistic fit")
-    ax.set_xlabel(f"{run.model} score" + (" (lower is better)" if run.convention.lower_better else ""))
-    ax.set_ylabel("MOS" + (" (lower is better)" if run.lower_better(task.name) else ""))
-    srcc = metrics.srcc(sign_x * x, sign_y * y)
-    ax.set_title(f"{task.name}: SRCC {_fmt(srcc, 3)}, n = {len(scored)}", fontsize=10)
+    ax.set_xlabel(f"{run.model} score" + (" (lower is better)" if conventions.model_lower_better else ""))
+    ax.set_ylabel("MOS" + (" (lower is better)" if conventions.truth_lower_better else ""))
+    ax.set_title(f"{scored.task}: SRCC {_fmt(metrics.srcc(scored.pred, scored.gt), 3)}, "
+                 f"n = {len(samples)}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3)
-    caption = (f"{task.name} / {run.label}: prediction vs MOS, {len(scored)} scored samples"
+    caption = (f"{scored.task} / {run.label}: prediction vs MOS, {len(samples)} scored samples"
                + ("" if params is not None else " (the logistic fit did not converge)"))
-    return Plot(_plot_name(task.name, run.run_id, "scatter"), _png(fig), caption)
+    return Plot(_plot_name(scored.task, run.run_id, "scatter"), _png(fig), caption)
 
 
-def confusion_plot(run: RunRecord, task: Task) -> Plot | None:
-    """Counts of true (rows) against predicted (columns) labels; a failure is its own column."""
-    samples, answers = run.samples(task.name), run.predictions(task.name)
-    if not samples:
+def confusion_plot(run: RunView, scored: Scored) -> Plot | None:
+    """Counts of true (rows) against answered (columns) labels; a failure is its own column."""
+    kind: Kind = scored.kind
+    if not scored.samples:
         return None
-    if task.kind == "degradation":
-        labels, names = list(CLASSES), [CLASS_DISPLAY[c] for c in CLASSES]
-        truth = [s.distortion_class for s in samples]
-        said = [answers[s.id].distortion_class if answers[s.id].ok else "failed" for s in samples]
-    else:
-        labels, names = list(CHOICES), list(CHOICES)
-        truth = [s.choice for s in samples]
-        said = [answers[s.id].choice if answers[s.id].ok else "failed" for s in samples]
+    labels, names = list(kind.labels), list(kind.label_names)
+    truth = [kind.truth_label(s) for s in scored.samples]
+    said = [kind.answer_label(p) if (p := scored.answer(s)) else "failed" for s in scored.samples]
     matrix = np.array(metrics.confusion(truth, said, labels + ["failed"]))[:len(labels)]
     fig, ax = _new_figure(5.2, 4.2)
     totals = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
@@ -236,33 +228,20 @@ def confusion_plot(run: RunRecord, task: Task) -> Plot | None:
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{task.name}: {len(samples)} samples", fontsize=10)
-    caption = f"{task.name} / {run.label}: confusion matrix (colour: share of the true row)"
-    return Plot(_plot_name(task.name, run.run_id, "confusion"), _png(fig), caption)
+    ax.set_title(f"{scored.task}: {len(scored.samples)} samples", fontsize=10)
+    caption = f"{scored.task} / {run.label}: confusion matrix (colour: share of the true row)"
+    return Plot(_plot_name(scored.task, run.run_id, "confusion"), _png(fig), caption)
+
+
+def plot(run: RunView, scored: Scored) -> Plot | None:
+    return confusion_plot(run, scored) if scored.kind.classifies else scatter_plot(run, scored)
 
 
 # ------------------------------------------------------------------------ transcripts
 
-def _answer_text(p: Prediction, kind: str) -> str:
-    if not p.ok:
-        return f"({p.status})"
-    if kind == "score":
-        return _fmt(p.score)
-    if kind == "degradation":
-        return f"{p.distortion_class} / {p.severity}"
-    return str(p.choice)
-
-
-def _truth_text(s: Sample, kind: str) -> str:
-    if kind == "score":
-        return f"MOS {_fmt(s.mos)}" + (f" (norm {_fmt(s.mos_norm, 2)})" if s.mos_norm is not None else "")
-    if kind == "degradation":
-        return f"{s.distortion_class} / {s.severity}"
-    return str(s.choice)
-
-
-def _transcript(label: str, s: Sample, p: Prediction, kind: str) -> Transcript:
-    return Transcript(label, s.id, _truth_text(s, kind), _answer_text(p, kind), p.text, p.error)
+def _transcript(label: str, s: Sample, p: Prediction, kind: Kind) -> Transcript:
+    answer = kind.answer_text(p) if p.ok else f"({p.status})"
+    return Transcript(label, s.id, kind.truth_text(s), answer, p.text, p.error)
 
 
 def _with_text_first(candidates: list[Sample], answers: dict[str, Prediction]) -> list[Sample]:
@@ -270,59 +249,50 @@ def _with_text_first(candidates: list[Sample], answers: dict[str, Prediction]) -
     return sorted(candidates, key=lambda s: not answers[s.id].text)
 
 
-def pick_transcripts(run: RunRecord, task: Task) -> list[Transcript]:
-    """Best and worst answered sample, and one failed answer (unparsed first). Score tasks rank
-    by how far a sample's prediction rank is from its MOS rank; classification by right/wrong."""
-    samples, answers = run.samples(task.name), run.predictions(task.name)
-    ok = [s for s in samples if answers[s.id].ok]
+def pick_transcripts(scored: Scored) -> list[Transcript]:
+    """Best and worst answered sample, and one failed answer (unparsed first). Scores rank by
+    how far a sample's prediction rank is from its MOS rank; classifications by right/wrong."""
+    samples, answers, kind = scored.samples, scored.predictions, scored.kind
     chosen: list[tuple[str, Sample]] = []
-    if task.kind == "score":
-        scored = [s for s in ok if answers[s.id].score is not None and s.mos is not None]
-        if len(scored) >= 2:
-            pred = metrics.orient([answers[s.id].score for s in scored], run.convention.lower_better)
-            gt = metrics.orient([s.mos for s in scored], run.lower_better(task.name))
-            gap = np.abs(stats.rankdata(pred) - stats.rankdata(gt))
-            chosen += [("best", scored[int(np.argmin(gap))]), ("worst", scored[int(np.argmax(gap))])]
-    else:
-        def right(s: Sample) -> bool:
-            p = answers[s.id]
-            if task.kind == "degradation":
-                return p.distortion_class == s.distortion_class and p.severity == s.severity
-            return p.choice == s.choice
-        good = _with_text_first([s for s in ok if right(s)], answers)
-        bad = _with_text_first([s for s in ok if not right(s)], answers)
+    if kind.classifies:
+        ok = [s for s in samples if answers[s.id].ok]
+        good = _with_text_first([s for s in ok if kind.right(s, answers[s.id])], answers)
+        bad = _with_text_first([s for s in ok if not kind.right(s, answers[s.id])], answers)
         chosen += [("best", good[0])] if good else []
         chosen += [("worst", bad[0])] if bad else []
+    elif len(scored.scored) >= 2:
+        gap = np.abs(stats.rankdata(scored.pred) - stats.rankdata(scored.gt))
+        chosen += [("best", scored.scored[int(np.argmin(gap))]),
+                   ("worst", scored.scored[int(np.argmax(gap))])]
     failed = sorted((s for s in samples if not answers[s.id].ok),
                     key=lambda s: (answers[s.id].status != "unparsed", not answers[s.id].text))
     if failed:
         chosen.append(("failed parse" if answers[failed[0].id].status == "unparsed"
                        else f"failed ({answers[failed[0].id].status})", failed[0]))
-    return [_transcript(label, s, answers[s.id], task.kind) for label, s in chosen]
+    return [_transcript(label, s, answers[s.id], kind) for label, s in chosen]
 
 
 # ------------------------------------------------------------------------ assembling
 
-def build_report(runs: Sequence[RunRecord], *, published: list[dict[str, Any]] | None = None,
+def build_report(runs: Sequence[RunView], *, published: list[dict[str, Any]] | None = None,
                  resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
                  seed: int = 0) -> Report:
     """Everything the report shows, computed once; renderers only format it."""
     notes = [n for run in runs for n in run.notes]
-    intervals: dict[tuple[str, str], dict[str, Interval]] = {}
+    found: dict[tuple[str, str], dict[str, Interval]] = {}
     sections = []
     task_order = list(dict.fromkeys(t for run in runs for t in run.tasks()))
     for name in task_order:
-        task = get_task(name)
         for run in runs:
             if name not in run.tasks():
                 continue
-            intervals[(run.run_id, name)] = run_intervals(run, task, resamples=resamples,
-                                                          level=level, seed=seed, notes=notes)
-            plot = scatter_plot(run, task) if task.kind == "score" else confusion_plot(run, task)
-            sections.append(Section(name, run.label, plot, pick_transcripts(run, task)))
+            scored = run.scored(name)
+            found[(run.run_id, name)] = run_intervals(run, scored, resamples=resamples,
+                                                      level=level, seed=seed, notes=notes)
+            sections.append(Section(name, run.label, plot(run, scored), pick_transcripts(scored)))
     return Report(
         title="qbench report", runs=[run.label for run in runs],
-        leaderboard=leaderboard_table(runs, intervals, published or []),
+        leaderboard=leaderboard_table(runs, found, published or []),
         failures=failures_table(runs), sections=sections, notes=notes,
         settings=f"{level:.0%} percentile bootstrap intervals, {resamples} resamples, seed {seed}")
 
@@ -454,7 +424,7 @@ def write_report(report: Report, output: Path) -> tuple[Path, Path]:
 # ------------------------------------------------------------------------ command
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    runs = [load_run(path) for path in args.runs]
+    runs = [RunView.load(path).require_tasks() for path in args.runs]
     if len({r.run_id for r in runs}) != len(runs):
         raise ValueError("the same run was given twice")
     published: list[dict[str, Any]] = []

@@ -1,17 +1,30 @@
-"""Results on disk: the leaderboard CSV (one row per model × task) and its printed forms."""
+"""The leaderboard: one row per run x task, derived from the run folders of an output folder
+(never edited in place, so no concurrent writer can lose another's rows), and its printed forms.
+A task that failed has no row; a task whose measured split differs from the published one has
+`deviates` set."""
 from __future__ import annotations
 
-import datetime as dt
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-KEY_COLUMNS = ["source", "run_id", "model", "task", "split", "kind", "n", "n_ok", "parsed_fraction"]
-# Shown first when present; any other scalar metric follows in alphabetical order.
-METRIC_ORDER = ["plcc", "plcc_logistic", "srcc", "krcc", "rmse", "rmse_logistic",
-                "class_acc_mean", "level_acc_mean", "accuracy", "acc", "reg_acc", "gen_acc"]
+from . import manifest as mf
+from .rundir import MANIFEST, RunFolder, RunFolderError, locked
+from .scoring import headline_names
+
+LEADERBOARD = "leaderboard.csv"
+KEY_COLUMNS = ["source", "run_id", "model", "task", "split", "kind", "status", "deviates", "n",
+               "n_ok", "parsed_fraction"]
+# Columns shown first when present (headline metrics, in registry order, then the raw RMSEs);
+# any other scalar metric follows in alphabetical order.
+SKIPPED = ("notes", "source", "split_source", "wall_s", "ci", "problems", "failure_reason",
+           "failures", "failure_counts", "confusion", "expected_count", "n_available")
+
+
+def metric_order() -> list[str]:
+    return headline_names() + ["rmse", "rmse_logistic"]
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -28,16 +41,17 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def leaderboard_row(run_id: str, model: str, metrics: dict[str, Any]) -> dict[str, Any]:
-    flat = flatten({k: v for k, v in metrics.items() if k not in ("notes", "source", "wall_s", "ci")})
+def leaderboard_row(run_id: str, model: str, metrics: dict[str, Any], updated: str | None
+                    ) -> dict[str, Any]:
+    flat = flatten({k: v for k, v in metrics.items() if k not in SKIPPED})
     for name, interval in (metrics.get("ci") or {}).items():
         flat[f"{name}_ci_low"], flat[f"{name}_ci_high"] = interval["low"], interval["high"]
     return {"source": "measured", "run_id": run_id, "model": model, **flat,
-            "updated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M")}
+            "deviates": bool(metrics.get("problems")), "updated": (updated or "")[:16]}
 
 
 def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
-    first = [c for c in KEY_COLUMNS + METRIC_ORDER if c in frame.columns]
+    first = [c for c in KEY_COLUMNS + metric_order() if c in frame.columns]
     rest = sorted(c for c in frame.columns if c not in first and c != "updated")
     return frame[first + rest + (["updated"] if "updated" in frame.columns else [])]
 
@@ -45,24 +59,41 @@ def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
 def read_leaderboard(path: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=KEY_COLUMNS)
-    return pd.read_csv(path)
+    try:
+        return pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path} is not a readable leaderboard CSV: "
+                             f"{str(exc).splitlines()[0]}") from None
 
 
-def update_leaderboard(path: Path, run_id: str, model: str, task_metrics: list[dict]) -> pd.DataFrame:
-    """Insert or replace this run's rows (keyed by run id and task); write atomically."""
-    frame = read_leaderboard(path)
-    new = pd.DataFrame([leaderboard_row(run_id, model, m) for m in task_metrics])
-    if len(frame):
-        replaced = frame.set_index(["run_id", "task"]).index.isin(new.set_index(["run_id", "task"]).index)
-        frame = pd.concat([frame[~replaced], new], ignore_index=True)
-    else:
-        frame = new
-    frame = order_columns(frame).sort_values(["task", "model", "run_id"], kind="stable")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
-    return frame
+def leaderboard_rows(output_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of every run folder under `output_dir` (tasks that did not fail), and a note for
+    each folder that could not be read."""
+    rows, notes = [], []
+    for path in sorted(output_dir.glob(f"*/{MANIFEST}")):
+        folder = RunFolder(path.parent)
+        try:
+            manifest, metrics = folder.manifest(), folder.metrics()
+        except RunFolderError as exc:
+            notes.append(f"leaderboard: left out {folder.path}: {exc}")
+            continue
+        rows += [leaderboard_row(manifest.run_id, manifest.model, m, manifest.finished or manifest.started)
+                 for m in metrics.values() if m.get("status") != "failed"]
+    return rows, notes
+
+
+def rebuild_leaderboard(output_dir: Path) -> tuple[Path, list[str]]:
+    """Write `output_dir/leaderboard.csv` anew from the run folders, under a lock and through a
+    temporary file of its own."""
+    path = output_dir / LEADERBOARD
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with locked(output_dir / f".{LEADERBOARD}.lock", f"leaderboard {path}", wait=True):
+        rows, notes = leaderboard_rows(output_dir)
+        frame = pd.DataFrame(rows, columns=None if rows else KEY_COLUMNS)
+        if rows:
+            frame = order_columns(frame).sort_values(["task", "model", "run_id"], kind="stable")
+        mf.write_text(path, frame.to_csv(index=False))
+    return path, notes
 
 
 def with_published(measured: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
@@ -80,7 +111,7 @@ def with_published(measured: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
 
 def summary_columns(frame: pd.DataFrame) -> list[str]:
     """The columns worth printing: keys and headline metrics that have a value somewhere."""
-    wanted = ["model", "task", "split", "n", "parsed_fraction"] + METRIC_ORDER
+    wanted = ["model", "task", "split", "n", "parsed_fraction"] + metric_order()
     return [c for c in wanted if c in frame.columns and frame[c].notna().any()]
 
 

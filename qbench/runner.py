@@ -1,11 +1,17 @@
 """The runner: task loads samples → model predicts batches → predictions stream to JSONL →
-metrics aggregate → results are written. Re-running the same command resumes."""
+metrics aggregate → results are written (qbench.rundir). Re-running the same command resumes.
+
+A run that cannot be trusted does not pass: a task whose model failed on more than
+`max_failure_rate` of its samples (or on all of them) is marked failed, stops early, keeps no
+leaderboard row and makes the command exit non-zero; the first traceback of each model failure
+goes to the run folder's errors.log.
+"""
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +26,15 @@ from .images import DEFAULT_MAX_PIXELS, prefetch_batches
 from .model import Model, ModelConfig, ModelError
 from .records import Prediction, Sample
 from .registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
-from .results import update_leaderboard
-from .task import DataError, ModelConvention, Task, TaskData
-from .uncertainty import task_intervals
+from .results import rebuild_leaderboard
+from .rundir import (SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunView,
+                     now, truth_of)
+from .scoring import Conventions, Scored, evaluate, intervals
+from .task import DataError, Task, TaskData
+
+DEFAULT_MAX_FAILURE_RATE = 0.05
+# Exceptions a second try may not meet again: a dropped connection, a timeout, memory.
+TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)
 
 
 @dataclass
@@ -47,6 +59,8 @@ class RunConfig:
     ci_resamples: int = 0   # bootstrap intervals of the headline metrics when > 0
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # --task-arg
     max_pixels: int = DEFAULT_MAX_PIXELS     # larger images are counted image errors
+    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE   # model errors a task may have and pass
+    wait: bool = False                       # queue behind a command holding the run folder
 
 
 @dataclass
@@ -55,16 +69,33 @@ class TaskOutcome:
     metrics: dict[str, Any] | None = None
     skipped: str | None = None
 
+    @property
+    def failed(self) -> bool:
+        return self.metrics is not None and self.metrics.get("status") == "failed"
+
+    @property
+    def deviates(self) -> bool:
+        return bool(self.metrics and self.metrics.get("problems"))
+
 
 @dataclass
 class RunResult:
     run_dir: Path
     leaderboard: Path
     outcomes: list[TaskOutcome]
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ran(self) -> list[TaskOutcome]:
         return [o for o in self.outcomes if o.metrics is not None]
+
+    @property
+    def exit_code(self) -> int:
+        """0: measured as published; 1: nothing ran, or a task failed; 3: finished, but what
+        was measured differs from the published split (see each task's problems)."""
+        if not self.ran or any(o.failed for o in self.ran):
+            return 1
+        return 3 if any(o.deviates for o in self.ran) else 0
 
 
 def expand_tasks(names: list[str]) -> list[str]:
@@ -99,62 +130,6 @@ def select(samples: list[Sample], config: RunConfig) -> list[Sample]:
         index, count = config.shard
         samples = [s for s in samples if mf.stable_hash(f"{s.task}/{s.id}") % count == index]
     return samples[:config.limit] if config.limit is not None else samples
-
-
-# ------------------------------------------------------------------------ predictions file
-
-class PredictionLog:
-    """predictions.jsonl: one line per finished sample, flushed per batch. Opening it drops a
-    torn last line (a kill mid-write) so that resume starts from whole records."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
-        if path.exists():
-            self._read()
-        self._file = path.open("a", encoding="utf-8")
-
-    def _read(self) -> None:
-        data = self.path.read_bytes()
-        good_end = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                row = json.loads(line)
-            except ValueError:
-                break
-            self.rows[(row["task"], row["sample_id"])] = row
-            good_end += len(line)
-        if good_end < len(data):
-            with self.path.open("r+b") as f:
-                f.truncate(good_end)
-
-    def done(self, task: str) -> set[str]:
-        # a model error may be transient (a dropped connection, an OOM): it is tried again
-        return {sid for (t, sid), row in self.rows.items()
-                if t == task and row["status"] != "model_error"}
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        """Append rows (a prediction's JSON plus its sample's `truth`) and flush."""
-        for row in rows:
-            self.rows[(row["task"], row["sample_id"])] = row
-            self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()
-
-    def predictions(self, task: str) -> dict[str, Prediction]:
-        return {sid: Prediction.from_json(row) for (t, sid), row in self.rows.items() if t == task}
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def truth_of(sample: Sample) -> dict[str, Any]:
-    """Ground truth stored beside each prediction, so a run folder alone can be reported on."""
-    fields = {"mos": sample.mos, "mos_norm": sample.mos_norm, "distortion_class":
-              sample.distortion_class, "severity": sample.severity, "choice": sample.choice,
-              "group": sample.group}
-    return {k: v for k, v in fields.items() if v is not None}
 
 
 # ------------------------------------------------------------------------ progress display
@@ -205,47 +180,120 @@ def load_split(task: Task, folder: Path, split: str) -> TaskData:
     return data
 
 
+@dataclass
+class FailureBudget:
+    """Counts a task's model errors against --max-failure-rate. Past it, the task stops: every
+    further batch would cost time (or money) for a result that cannot be used."""
+
+    samples: int
+    rate: float
+    failed: int = 0
+    first: str | None = None
+
+    @property
+    def allowed(self) -> int:
+        return int(self.rate * self.samples)
+
+    @property
+    def exceeded(self) -> bool:
+        return self.failed > self.allowed
+
+    def reason(self) -> str:
+        return (f"{self.failed} model errors, more than --max-failure-rate {self.rate:g} of "
+                f"{self.samples} samples allows ({self.allowed}); first: {self.first}")
+
+
+def predict_batch(model: Model, batch: list[Sample], images: list, folder: RunFolder,
+                  task: str, budget: FailureBudget) -> list[dict[str, Any]]:
+    """The model's answers for one batch as prediction rows. An exception costs the batch's
+    samples, recorded as model errors; its traceback goes to errors.log the first time, and
+    whether a second try could succeed (a transient error) is kept with each row."""
+    try:
+        predicted = model.predict(batch, images)
+        if len(predicted) != len(batch):
+            raise ModelError(f"returned {len(predicted)} predictions for {len(batch)} samples")
+        rows = [p.to_json() for p in predicted]
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # one bad batch costs its samples, counted, not the run
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        transient = isinstance(exc, TRANSIENT) or "out of memory" in str(exc).lower()
+        if budget.first is None:
+            path = folder.record_error(f"task {task}, batch of {len(batch)} samples",
+                                       traceback.format_exc())
+            budget.first = f"{message} (traceback in {path})"
+        rows = [Prediction.failure(s, "model_error", message).to_json() | {"transient": transient}
+                for s in batch]
+    failed = [r for r in rows if r["status"] == "model_error"]
+    if failed and budget.first is None:
+        budget.first = failed[0]["error"]
+    budget.failed += len(failed)
+    return rows
+
+
 def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, config: RunConfig,
-             progress: Progress) -> dict[str, Any]:
+             progress: Progress, folder: RunFolder) -> dict[str, Any]:
     samples = select(data.samples, config)
     done = log.done(task.name)
     todo = [s for s in samples if s.id not in done]
     bar = progress.add_task(f"{task.name:<18}", total=len(samples), completed=len(samples) - len(todo))
     by_id = {s.id: s for s in todo}
+    budget = FailureBudget(len(samples), config.max_failure_rate)
     for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
                                   workers=config.workers, max_pixels=config.max_pixels):
-        failed = [Prediction.failure(by_id[sid], "image_error", err)
-                  for sid, err in batch.errors.items()]
-        predicted: list[Prediction] = []
+        rows = [Prediction.failure(by_id[sid], "image_error", err).to_json()
+                for sid, err in batch.errors.items()]
         if batch.samples:
-            try:
-                predicted = model.predict(batch.samples, batch.images)
-                if len(predicted) != len(batch.samples):
-                    raise ModelError(f"returned {len(predicted)} predictions for "
-                                     f"{len(batch.samples)} samples")
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # one bad batch costs its samples, counted, not the run
-                message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-                predicted = [Prediction.failure(s, "model_error", message) for s in batch.samples]
-        log.write([p.to_json() | {"truth": truth_of(by_id[p.sample_id])}
-                   for p in failed + predicted])
-        progress.advance(bar, len(failed) + len(predicted))
-    predictions = log.predictions(task.name)
-    metrics = task.evaluate(samples, predictions, model.convention(), data.lower_better)
-    if config.ci_resamples:
-        intervals = task_intervals(task, samples, predictions, model.convention(),
-                                   data.lower_better, resamples=config.ci_resamples,
-                                   seed=config.seed)
-        metrics["ci"] = {name: interval.to_json() for name, interval in intervals.items()}
-    return {"task": task.name, "kind": task.kind, "split": data.split, "source": data.source,
-            "split_source": data.split_source, "notes": data.notes, "problems": data.problems(),
-            "n_available": len(data.samples), "expected_count": data.expected_count, **metrics}
+            rows += predict_batch(model, batch.samples, batch.images, folder, task.name, budget)
+        log.write([row | {"truth": truth_of(by_id[row["sample_id"]], task.truth_meta)}
+                   for row in rows])
+        progress.advance(bar, len(rows))
+        if budget.exceeded:
+            break
+    scored = Scored.of(task.name, task.kind, samples, log.predictions(task.name),
+                       Conventions(model.lower_better, model.convention().score_range,
+                                   bool(data.lower_better)))
+    return score_task(scored, data.describe(), config.ci_resamples, config.seed,
+                      budget.reason() if budget.exceeded else None, config.max_failure_rate)
+
+
+def score_task(scored: Scored, facts: dict[str, Any], resamples: int, seed: int,
+               stopped: str | None, max_failure_rate: float) -> dict[str, Any]:
+    """metrics.json's entry for a task: every metric, intervals when asked, and its status:
+    `failed` when the model failed past the budget or nothing usable came back, `deviates`
+    when the measured split differs from the published one, else `ok`."""
+    metrics = evaluate(scored)
+    if resamples:
+        metrics["ci"] = {name: interval.to_json() for name, interval in
+                         intervals(scored, resamples=resamples, seed=seed).items()}
+    errors = metrics["failure_counts"].get("model_error", 0)
+    reason = stopped
+    if reason is None and errors > max_failure_rate * metrics["n"]:
+        reason = (f"{errors} of {metrics['n']} samples are model errors, more than "
+                  f"--max-failure-rate {max_failure_rate:g}")
+    if reason is None and metrics["n_ok"] == 0:
+        reason = "no sample has a usable answer"
+    status = "failed" if reason else "deviates" if facts["problems"] else "ok"
+    return {"task": scored.task, "kind": scored.kind.name, "status": status,
+            "failure_reason": reason, "split": facts["split"], "source": facts["source"],
+            "split_source": facts["split_source"], "notes": facts["notes"],
+            "problems": facts["problems"], "n_available": facts["n"],
+            "expected_count": facts["expected_count"], **metrics}
+
+
+def new_manifest(run_dir: Path, config: RunConfig, model: Model, old: Manifest | None) -> Manifest:
+    settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "wait")}
+    return Manifest(
+        run_id=run_dir.name, model=config.model, model_settings=model.settings(),
+        model_convention=asdict(model.convention()), config=settings,
+        tasks=dict(old.tasks) if old else {}, model_fingerprint=model.fingerprint(),
+        versions=mf.package_versions(), git_commit=mf.git_commit(),
+        started=old.started if old else now())
 
 
 def run(config: RunConfig, console: Console | None = None) -> RunResult:
-    """Run one model over the configured tasks; raises ModelError/RegistryError on setup
-    problems, records per-sample problems in the predictions and metrics."""
+    """Run one model over the configured tasks; raises ModelError/RegistryError/DataError on
+    setup problems, records per-sample problems in the predictions and metrics."""
     console = console or Console(stderr=True)
     for path in config.include:
         include(path)
@@ -255,26 +303,35 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
         raise RegistryError(f"--task-arg for {', '.join(unknown)}, which this run does not "
                             f"include (tasks: {', '.join(task_names)})")
     tasks = [get_task(name, config.task_options.get(name)) for name in task_names]
+    if not 0 <= config.max_failure_rate <= 1:
+        raise ValueError(f"--max-failure-rate must be between 0 and 1, got {config.max_failure_rate}")
     model = create_model(config.model, ModelConfig(
         model_path=config.model_path, device=config.device, batch_size=config.batch_size,
         seed=config.seed, options=config.model_options, workers=config.workers))
-    run_dir = config.output_dir / (config.run_name or run_id(
-        config.model, model.settings(), config.split, config.limit, config.shard,
-        config.task_options))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manifest_path, metrics_path = run_dir / "manifest.json", run_dir / "metrics.json"
-    old = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    all_metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    manifest = {
-        "run_id": run_dir.name, "model": config.model, "model_settings": model.settings(),
-        "model_convention": asdict(model.convention()), "model_fingerprint": model.fingerprint(),
-        "config": {k: v for k, v in asdict(config).items() if k != "progress"},
-        "versions": mf.package_versions(), "git_commit": mf.git_commit(),
-        "started": old.get("started", dt.datetime.now(dt.timezone.utc).isoformat()),
-        "tasks": old.get("tasks", {}),
-    }
+    try:
+        folder = RunFolder(config.output_dir / (config.run_name or run_id(
+            config.model, model.settings(), config.split, config.limit, config.shard,
+            config.task_options)))
+        with folder.lock(wait=config.wait):
+            outcomes, notes = run_locked(folder, tasks, model, config, console)
+    finally:
+        model.close()
+    leaderboard, board_notes = rebuild_leaderboard(config.output_dir)
+    return RunResult(folder.path, leaderboard, outcomes, notes + board_notes)
+
+
+def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunConfig,
+               console: Console) -> tuple[list[TaskOutcome], list[str]]:
+    old = folder.manifest() if folder.exists else None
+    manifest = new_manifest(folder.path, config, model, old)
+    if old is not None:
+        differ = [key for key, value in old.identity().items() if manifest.identity()[key] != value]
+        if differ:
+            raise DataError(f"{folder.path} holds a run of other settings: its "
+                            f"{', '.join(differ)} differ; use another --run-name or --output")
+    all_metrics = folder.metrics()
     outcomes: list[TaskOutcome] = []
-    log = PredictionLog(run_dir / "predictions.jsonl")
+    log = folder.open_log()
     try:
         with _progress(console, config.progress) as progress:
             for task in tasks:
@@ -283,93 +340,93 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
                     outcomes.append(TaskOutcome(task.name, skipped=data))
                     continue
                 fingerprint = mf.fingerprint_samples(data.samples)
-                before = manifest["tasks"].get(task.name, {}).get("data_fingerprint")
+                before = manifest.tasks.get(task.name, {}).get("data_fingerprint")
                 if before not in (None, fingerprint):
                     outcomes.append(TaskOutcome(task.name, skipped=(
-                        f"its data changed since {run_dir} was started (samples or ground truth "
-                        "differ): finished predictions would not match; use --run-name or --output "
-                        "for a new run")))
+                        f"its data changed since {folder.path} was started (samples or ground "
+                        "truth differ): finished predictions would not match; use --run-name or "
+                        "--output for a new run")))
                     continue
-                manifest["tasks"][task.name] = {
-                    "kind": task.kind, **data.describe(),
+                manifest.tasks[task.name] = {
+                    "kind": task.kind, **data.describe(), "truth_meta": list(task.truth_meta),
                     "n_selected": len(select(data.samples, config)),
                     "data_fingerprint": fingerprint}
-                mf.write_json(manifest_path, manifest)
+                folder.write_manifest(manifest)
                 started = time.perf_counter()
-                metrics = run_task(task, data, model, log, config, progress)
+                metrics = run_task(task, data, model, log, config, progress, folder)
                 metrics["wall_s"] = round(time.perf_counter() - started, 3)
                 all_metrics[task.name] = metrics
-                mf.write_json(metrics_path, all_metrics)
+                folder.write_metrics(all_metrics)
                 outcomes.append(TaskOutcome(task.name, metrics=metrics))
     finally:
         log.close()
-        model.close()
-    manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
-    mf.write_json(manifest_path, manifest)
-    leaderboard = config.output_dir / "leaderboard.csv"
-    if any(o.metrics for o in outcomes):
-        update_leaderboard(leaderboard, run_dir.name, config.model,
-                           [o.metrics for o in outcomes if o.metrics])
-    return RunResult(run_dir, leaderboard, outcomes)
+    manifest.finished = now()
+    folder.write_manifest(manifest)
+    return outcomes, log.notes
 
 
 # ------------------------------------------------------------------------ merging shards
 
-def samples_from_log(log: PredictionLog, task: str, kind: str) -> list[Sample]:
-    """Rebuild a task's samples from the ground truth stored beside each prediction."""
-    return [Sample(id=sid, task=task, kind=kind, images=(), **row.get("truth", {}))
-            for (t, sid), row in sorted(log.rows.items()) if t == task]
-
-
 def merge(run_dirs: list[Path], output_dir: Path) -> RunResult:
-    """Combine the shards of one run (same model and settings, `--shard i/n` each) into the
-    folder an unsharded run would have made, and score it."""
-    manifests = []
-    for run_dir in run_dirs:
-        path = run_dir / "manifest.json"
-        if not path.exists():
-            raise DataError(f"merge: {run_dir} is not a run folder (no manifest.json)")
-        manifests.append(json.loads(path.read_text()))
-    first = manifests[0]
-    for other, run_dir in zip(manifests[1:], run_dirs[1:]):
-        if (other["model"], other["model_settings"]) != (first["model"], first["model_settings"]):
-            raise DataError(f"merge: {run_dir} ran another model or other settings than {run_dirs[0]}")
-    shards = {tuple(m["config"]["shard"]) for m in manifests if m["config"].get("shard")}
-    counts = {count for _, count in shards}
-    if len(counts) != 1 or len(shards) != len(manifests) or len(shards) != counts.pop():
-        raise DataError(f"merge: expected every shard 0..n-1 of one split once, got {sorted(shards)}")
-    config = first["config"]
-    target = output_dir / run_id(first["model"], first["model_settings"], config["split"],
-                                 config["limit"], None)
-    target.mkdir(parents=True, exist_ok=True)
-    merged = PredictionLog(target / "predictions.jsonl")
+    """Combine the shards of one run (`--shard i/n` each, everything else equal) into the
+    folder an unsharded run would have made, and score it. Any difference in what defines
+    the run (model and settings, split, limit, seed, task options, shard count, a task's data)
+    is a DataError naming it."""
+    views = [RunView.load(path) for path in run_dirs]
+    first = views[0]
+    for view in views[1:]:
+        for key, value in first.manifest.identity().items():
+            if view.manifest.identity()[key] != value:
+                raise DataError(f"merge: {view.path} differs from {first.path} in its {key} "
+                                f"({view.manifest.identity()[key]!r} vs {value!r})")
+        for task, facts in view.manifest.tasks.items():
+            other = first.manifest.tasks.get(task)
+            if other is not None and other.get("data_fingerprint") != facts.get("data_fingerprint"):
+                raise DataError(f"merge: {view.path} and {first.path} read different data for "
+                                f"task {task} (data fingerprints differ)")
+    shards = sorted(tuple(v.manifest.config.get("shard") or ()) for v in views)
+    count = first.manifest.identity()["shard count"]
+    if count is None or shards != [(i, count) for i in range(count)]:
+        raise DataError(f"merge: expected every shard 0..n-1 of one run exactly once, got "
+                        f"{[list(s) for s in shards]}")
+    config = first.manifest.config
+    target = RunFolder(output_dir / run_id(first.model, first.manifest.model_settings,
+                                           config.get("split"), config.get("limit"), None,
+                                           config.get("task_options") or None))
+    with target.lock():
+        return merge_locked(views, target, output_dir)
+
+
+def merge_locked(views: list[RunView], target: RunFolder, output_dir: Path) -> RunResult:
+    first = views[0]
     tasks: dict[str, dict[str, Any]] = {}
-    for run_dir, m in zip(run_dirs, manifests):
-        rows = PredictionLog(run_dir / "predictions.jsonl")
-        rows.close()
-        merged.write([r for key, r in rows.rows.items() if key not in merged.rows])
-        for name, info in m["tasks"].items():
-            entry = tasks.setdefault(name, dict(info, n_selected=0))
-            entry["n_selected"] += info.get("n_selected", 0)
-    merged.close()
-    convention = ModelConvention(first["model_convention"]["lower_better"],
-                                 tuple(first["model_convention"]["score_range"] or ()) or None)
+    log = target.open_log()
+    try:
+        for view in views:
+            log.write([row for key, row in view.rows.rows.items() if key not in log.rows])
+            for name, facts in view.manifest.tasks.items():
+                entry = tasks.setdefault(name, dict(facts, n_selected=0))
+                entry["n_selected"] += facts.get("n_selected", 0)
+    finally:
+        log.close()
+    manifest = Manifest(**{**asdict(first.manifest), "run_id": target.path.name,
+                           "config": first.manifest.config | {"shard": None}, "tasks": tasks,
+                           "merged_from": [str(v.path) for v in views],
+                           "schema_version": SCHEMA_VERSION, "finished": now()})
+    target.write_manifest(manifest)
+    merged = RunView.load(target.path)
+    limit = first.manifest.config.get("max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
     outcomes, all_metrics = [], {}
-    for name, info in tasks.items():
-        samples = samples_from_log(merged, name, info["kind"])
-        metrics = get_task(name).evaluate(samples, merged.predictions(name), convention,
-                                          bool(info.get("lower_better", False)))
-        metrics = {"task": name, "kind": info["kind"], "split": info["split"],
-                   "source": info["source"], "notes": [], "n_available": info["n"], **metrics}
-        if len(samples) < info["n_selected"]:
-            metrics["notes"].append(f"{info['n_selected'] - len(samples)} samples of the shards "
-                                    "have no prediction (a shard did not finish)")
+    for name, facts in tasks.items():
+        scored = merged.scored(name)
+        metrics = score_task(scored, facts, int(first.manifest.config.get("ci_resamples") or 0),
+                             int(first.manifest.config.get("seed") or 0), None, limit)
+        if len(scored.samples) < facts["n_selected"]:
+            metrics["notes"] = metrics["notes"] + [
+                f"{facts['n_selected'] - len(scored.samples)} samples of the shards have no "
+                "prediction (a shard did not finish)"]
         all_metrics[name] = metrics
         outcomes.append(TaskOutcome(name, metrics=metrics))
-    mf.write_json(target / "metrics.json", all_metrics)
-    mf.write_json(target / "manifest.json", first | {
-        "run_id": target.name, "config": config | {"shard": None}, "tasks": tasks,
-        "merged_from": [str(d) for d in run_dirs]})
-    leaderboard = output_dir / "leaderboard.csv"
-    update_leaderboard(leaderboard, target.name, first["model"], list(all_metrics.values()))
-    return RunResult(target, leaderboard, outcomes)
+    target.write_metrics(all_metrics)
+    leaderboard, notes = rebuild_leaderboard(output_dir)
+    return RunResult(target.path, leaderboard, outcomes, [*merged.notes, *notes])

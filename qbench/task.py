@@ -1,16 +1,14 @@
 """The task interface: a benchmark declares what it is and how to find and read its files.
-Loading is its only job; scoring follows from its kind (overridable for special protocols)."""
+Loading is its only job. Scoring follows from its kind through the metric registry
+(qbench.scoring); a task with a protocol of its own registers metrics for itself there."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import metrics
-from .records import Kind, Prediction, Sample
+from .records import Kind, Sample
 
 
 class DataError(Exception):
@@ -104,6 +102,9 @@ class Task(ABC):
     markers: ClassVar[tuple[str, ...]] = ()    # relative paths or globs; any one marks the data
     in_all: ClassVar[bool] = True              # part of `--tasks all` (the demos are not)
     Options: ClassVar[type] = NoOptions        # a dataclass of the task's `--task-arg`s
+    # Sample.meta keys its own metrics read: stored with each prediction so that a run folder
+    # alone can be scored again (merge, compare, report)
+    truth_meta: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: dict[str, Any] | None = None):
         from .backends.options import parse_options
@@ -143,54 +144,10 @@ class Task(ABC):
     def load(self, folder: Path, split: str) -> TaskData:
         """The samples of `split` from the task's folder; DataError when the files are unusable."""
 
-    # -------------------------------------------------------------------------- scoring
-    def evaluate(self, samples: Sequence[Sample], predictions: dict[str, Prediction],
-                 model: ModelConvention, lower_better: bool = False) -> dict[str, Any]:
-        """Metrics for one run of this task. `predictions` maps sample id to prediction;
-        samples without one count as missing; `lower_better` is the loaded ground truth's
-        direction (TaskData.lower_better)."""
-        summary = coverage(samples, predictions)
-        ok = [s for s in samples if s.id in predictions and predictions[s.id].ok]
-        if self.kind == "score":
-            scored = [s for s in ok if predictions[s.id].score is not None]
-            summary["n_scored"] = len(scored)
-            if len(scored) >= 3:
-                pred = metrics.orient([predictions[s.id].score for s in scored], model.lower_better)
-                gt = metrics.orient([s.mos for s in scored], lower_better)
-                summary.update(metrics.score_metrics(
-                    pred, gt, [s.mos_norm for s in scored],
-                    pred_on_norm_scale=model.score_range == (1.0, 5.0) and not model.lower_better))
-        elif self.kind == "degradation":
-            found = [predictions.get(s.id) for s in samples]
-            summary.update(metrics.degradation_metrics(
-                [s.distortion_class for s in samples], [s.severity for s in samples],
-                [p.distortion_class if p and p.ok else None for p in found],
-                [p.severity if p and p.ok else None for p in found]))
-        elif self.kind == "comparison":
-            right = sum(predictions[s.id].choice == s.choice for s in ok)
-            summary["accuracy"] = right / len(samples) if samples else None
-        return summary
-
-
 def _present(folder: Path, marker: str) -> bool:
     if any(c in marker for c in "*?["):
         return folder.is_dir() and next(folder.glob(marker), None) is not None
     return (folder / marker).exists()
-
-
-def coverage(samples: Sequence[Sample], predictions: dict[str, Prediction]) -> dict[str, Any]:
-    """n, parsed fraction and the failed sample ids grouped by status."""
-    failures: dict[str, list[str]] = {}
-    for s in samples:
-        p = predictions.get(s.id)
-        status = "missing" if p is None else p.status
-        if status != "ok":
-            failures.setdefault(status, []).append(s.id)
-    n = len(samples)
-    n_ok = n - sum(len(v) for v in failures.values())
-    return {"n": n, "n_ok": n_ok, "parsed_fraction": n_ok / n if n else 0.0,
-            "failure_counts": dict(Counter({k: len(v) for k, v in failures.items()})),
-            "failures": failures}
 
 
 def default_data_root() -> Path | None:

@@ -1,5 +1,6 @@
-"""Bootstrap uncertainty for the headline metrics: percentile confidence intervals for PLCC, SRCC
-and accuracy, and a paired bootstrap of the difference between two runs on the same samples.
+"""Bootstrap uncertainty: percentile confidence intervals of a statistic, and a paired bootstrap
+of the difference between two runs on the same units (qbench.scoring says which statistic each
+metric uses).
 
 Vectorised: a resample is a row of counts (how often each sample was drawn), so a statistic over
 B resamples is a few (B, n) array operations, never a Python loop over resamples. SRCC on a
@@ -9,15 +10,11 @@ data is, ties included. Both runs of a paired comparison see the same resamples.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .metrics import orient
-from .protocol import DISTORTIONS
-from .records import Prediction, Sample
-from .task import ModelConvention, Task
 
 # counts (B, n) -> one value per resample (B,); NaN where a resample leaves it undefined
 Statistic = Callable[[np.ndarray], np.ndarray]
@@ -112,6 +109,31 @@ def accuracy_statistic(correct: Sequence[bool], groups: Sequence[str | None] | N
     return statistic
 
 
+def ratio_statistic(right: Sequence[float], total: Sequence[float]) -> Statistic:
+    """sum(right) / sum(total) over the drawn units (an accuracy pooled over groups)."""
+    hits, sizes = np.asarray(right, float), np.asarray(total, float)
+
+    def statistic(counts: np.ndarray) -> np.ndarray:
+        drawn = counts @ sizes
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(drawn > 0, (counts @ hits) / drawn, np.nan)
+    return statistic
+
+
+def looped(fn: Callable[..., float], *arrays: np.ndarray) -> Statistic:
+    """A statistic for metrics with no closed form over counts (Kendall's tau, a logistic fit):
+    `fn` on each resample's data, one resample at a time."""
+    columns = [np.asarray(a) for a in arrays]
+
+    def statistic(counts: np.ndarray) -> np.ndarray:
+        out = np.empty(len(counts))
+        for row, drawn in enumerate(counts):
+            index = np.repeat(np.arange(len(drawn)), drawn.astype(int))
+            out[row] = fn(*(c[index] for c in columns))
+        return out
+    return statistic
+
+
 @dataclass(frozen=True)
 class Interval:
     """A percentile bootstrap confidence interval. `undefined`: resamples where the statistic
@@ -144,14 +166,14 @@ class PairedDifference:
     resamples: int
     n: int
 
-    @property
-    def verdict(self) -> str:
+    def verdict(self, higher_better: bool = True) -> str:
+        """Which run is better by this metric, read the metric's own way round."""
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return "undefined"
         if self.low > 0:
-            return "A better"
+            return "A better" if higher_better else "B better"
         if self.high < 0:
-            return "B better"
+            return "B better" if higher_better else "A better"
         return "no significant difference"
 
 
@@ -209,49 +231,3 @@ def paired_bootstrap(statistic_a: Statistic, statistic_b: Statistic, n: int, *,
             tail = min(np.mean(diff <= 0), np.mean(diff >= 0))
             p_value = float(min(1.0, max(2 * tail, 1 / resamples)))
     return PairedDifference(a, b, a - b, low, high, p_value, level, resamples, n)
-
-
-# ------------------------------------------------------------------------ per task
-
-def task_statistics(task: Task, samples: Sequence[Sample], predictions: Mapping[str, Prediction],
-                    model: ModelConvention, lower_better: bool = False
-                    ) -> tuple[list[str], dict[str, Statistic]]:
-    """The resamplable headline metrics of one task, as Task.evaluate defines them: the ids of
-    the samples they are computed over (in order) and a statistic per metric name.
-
-    score        plcc, srcc over the scored samples (both sides oriented higher-is-better)
-    degradation  class_acc_mean, level_acc_mean over all samples (no answer counts as wrong)
-    comparison   accuracy over all samples
-    """
-    if task.kind == "score":
-        scored = [s for s in samples if (p := predictions.get(s.id)) and p.ok and p.score is not None
-                  and s.mos is not None]
-        pred = orient([predictions[s.id].score for s in scored], model.lower_better)
-        gt = orient([s.mos for s in scored], lower_better)
-        return [s.id for s in scored], {"plcc": pearson_statistic(pred, gt),
-                                        "srcc": spearman_statistic(pred, gt)}
-    answered = [p if (p := predictions.get(s.id)) and p.ok else None for s in samples]
-    ids = [s.id for s in samples]
-    if task.kind == "degradation":
-        right_class = [p is not None and p.distortion_class == s.distortion_class
-                       for s, p in zip(samples, answered)]
-        right_level = [ok and p.severity == s.severity
-                       for s, p, ok in zip(samples, answered, right_class)]
-        return ids, {
-            "class_acc_mean": accuracy_statistic(right_class, [s.distortion_class for s in samples]),
-            "level_acc_mean": accuracy_statistic(right_level, [
-                s.distortion_class if s.distortion_class in DISTORTIONS else None for s in samples])}
-    right = [p is not None and p.choice == s.choice for s, p in zip(samples, answered)]
-    return ids, {"accuracy": accuracy_statistic(right)}
-
-
-def task_intervals(task: Task, samples: Sequence[Sample], predictions: Mapping[str, Prediction],
-                   model: ModelConvention, lower_better: bool = False, *,
-                   resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
-                   seed: int = 0) -> dict[str, Interval]:
-    """Bootstrap intervals of a task's headline metrics; same arguments as Task.evaluate, so a
-    runner can add them to its metrics (`{name: interval.to_json()}`)."""
-    ids, statistics = task_statistics(task, samples, predictions, model, lower_better)
-    return {name: bootstrap_interval(statistic, len(ids), resamples=resamples, level=level,
-                                     seed=seed)
-            for name, statistic in statistics.items()}

@@ -22,17 +22,15 @@ option `include_original=false` keeps the SR outputs only.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from qbench import DataError, Prediction, Sample, Task, TaskData, register_task
+from qbench import DataError, Sample, Task, TaskData, register_task
 from qbench.metrics import orient, pair_order, pairwise_accuracy
-from qbench.task import ModelConvention
+from qbench.scoring import Scored, group_accuracy, metric
 
 from ._formats import check_inside, drop_note, index_images, read_name_scores, relative_id, rescale
 
@@ -128,6 +126,7 @@ class SRIQA(_SRIQA):
     kind = "score"
     description = "SRIQA-Bench super-resolution groups, scored: Reg-Acc/Gen-Acc/Acc + PLCC/SRCC"
     expected_count = {"test": 1100}
+    truth_meta = ("mos_by_subset",)
 
     def load(self, folder: Path, split: str) -> TaskData:
         bench = read_bench(folder)
@@ -142,34 +141,41 @@ class SRIQA(_SRIQA):
                    for (group, name), mos, norm in zip(entries, truths, norms)]
         return self.bench_data(bench, samples, self.expected_count["test"])
 
-    def evaluate(self, samples: Sequence[Sample], predictions: dict[str, Prediction],
-                 model: ModelConvention, lower_better: bool = False) -> dict[str, Any]:
-        summary = super().evaluate(samples, predictions, model, lower_better)
-        for key, subset in SUBSETS.items():
-            right = pairs = 0
-            for members in _members(samples, subset).values():
-                gt = [s.meta["mos_by_subset"][subset] for s in members]
-                pred = [_score(predictions.get(s.id)) for s in members]
-                answered = [i for i, p in enumerate(pred) if p is not None]
-                # pairs with an unanswered image stay in the denominator: they count as wrong
-                pairs += len(members) * (len(members) - 1) // 2
-                right += pairwise_accuracy([gt[i] for i in answered],
-                                           orient([pred[i] for i in answered], model.lower_better))[0]
-            summary[key] = right / pairs if pairs else None
-            summary[f"{key}_pairs"] = pairs
-        return summary
 
 
-def _members(samples: Sequence[Sample], subset: str) -> dict[str, list[Sample]]:
-    groups: dict[str, list[Sample]] = {}
-    for s in samples:
-        if subset in s.meta["mos_by_subset"]:
-            groups.setdefault(s.group or "", []).append(s)
-    return groups
+# ------------------------------------------------------------------------------ score metrics
+# Acc / Reg-Acc / Gen-Acc pool the pairs of every group; intervals resample whole groups.
+
+def group_pairs(s: Scored, subset: str) -> tuple[list[str], list[int], list[int]]:
+    """Per group of the task: (group, right pairs, pairs). A pair with an unanswered image
+    stays in the denominator: it counts as wrong."""
+    members: dict[str, list[Sample]] = {}
+    for x in s.samples:
+        if subset in x.meta["mos_by_subset"]:
+            members.setdefault(x.group or "", []).append(x)
+    groups, right, total = [], [], []
+    for group, samples in sorted(members.items()):
+        gt = [x.meta["mos_by_subset"][subset] for x in samples]
+        pred = [p.score if (p := s.answer(x)) else None for x in samples]
+        answered = [i for i, v in enumerate(pred) if v is not None]
+        oriented = orient([pred[i] for i in answered], s.conventions.model_lower_better)
+        groups.append(group)
+        right.append(pairwise_accuracy([gt[i] for i in answered], oriented)[0])
+        total.append(len(samples) * (len(samples) - 1) // 2)
+    return groups, right, total
 
 
-def _score(prediction: Prediction | None) -> float | None:
-    return prediction.score if prediction is not None and prediction.ok else None
+def _pooled(counts: tuple[list[str], list[int], list[int]]) -> float | None:
+    _, right, total = counts
+    return sum(right) / sum(total) if sum(total) else None
+
+
+for _key, _subset in SUBSETS.items():
+    metric(_key, kinds={"score"}, tasks={"sriqa"},
+           resample=lambda s, subset=_subset: group_accuracy(*group_pairs(s, subset)))(
+        lambda s, subset=_subset: _pooled(group_pairs(s, subset)))
+    metric(f"{_key}_pairs", kinds={"score"}, tasks={"sriqa"}, headline=False)(
+        lambda s, subset=_subset: sum(group_pairs(s, subset)[2]))
 
 
 # Each answer as a vote on "is the pair's first image better?": +1 yes, -1 no, 0 similar.
@@ -184,6 +190,7 @@ class SRIQACompare(_SRIQA):
     description = ("SRIQA-Bench pairs for comparison models (reference: the LR input), both "
                    "orders: Reg-Acc/Gen-Acc/Acc")
     expected_count = {"test": 2 * 55 * 100}
+    truth_meta = ("pair", "order", "truth_by_subset")
 
     def load(self, folder: Path, split: str) -> TaskData:
         bench = read_bench(folder)
@@ -209,27 +216,58 @@ class SRIQACompare(_SRIQA):
                               "b": relative_id(bench.image(b), folder)}))
         return self.bench_data(bench, samples, self.expected_count["test"])
 
-    def evaluate(self, samples: Sequence[Sample], predictions: dict[str, Prediction],
-                 model: ModelConvention, lower_better: bool = False) -> dict[str, Any]:
-        summary = super().evaluate(samples, predictions, model, lower_better)
-        votes: dict[str, dict[str, int]] = {}
-        truth: dict[str, dict[str, float]] = {}
-        for s in samples:
-            truth[s.meta["pair"]] = s.meta["truth_by_subset"]
-            p = predictions.get(s.id)
-            if p is not None and p.ok and p.choice is not None:
-                vote = VOTES.get((s.meta["order"], p.choice), 0)
-                votes.setdefault(s.meta["pair"], {})[s.meta["order"]] = vote
-        both = {pair: pair_order(sum(v.values()), 0) for pair, v in votes.items()}
-        first = {pair: pair_order(v["AB"], 0) for pair, v in votes.items() if "AB" in v}
-        for key, subset in SUBSETS.items():
-            rated = [pair for pair, t in truth.items() if subset in t]
-            for name, verdict in ((key, both), (f"{key}_one_order", first)):
-                right = sum(verdict.get(pair) == truth[pair][subset] for pair in rated)
-                summary[name] = right / len(rated) if rated else None
-            summary[f"{key}_pairs"] = len(rated)
-        paired = [v for v in votes.values() if len(v) == 2]
-        summary["order_agreement"] = (float(np.mean([v["AB"] == v["BA"] for v in paired]))
-                                      if paired else None)
-        summary["pairs_both_orders"] = len(paired)
-        return summary
+
+# ------------------------------------------------------------------------------ comparison metrics
+
+def pair_votes(s: Scored) -> tuple[dict[str, dict[str, int]], dict[str, tuple[str, dict]]]:
+    """Per pair: the vote of each order answered ({"AB": +1, "BA": -1, ...}), and its group and
+    ground truth by subset."""
+    votes: dict[str, dict[str, int]] = {}
+    truth: dict[str, tuple[str, dict]] = {}
+    for x in s.samples:
+        pair = x.meta["pair"]
+        truth[pair] = (x.group or "", x.meta["truth_by_subset"])
+        p = s.answer(x)
+        if p is not None and p.choice is not None:
+            votes.setdefault(pair, {})[x.meta["order"]] = VOTES.get((x.meta["order"], p.choice), 0)
+    return votes, truth
+
+
+def verdict_counts(s: Scored, subset: str, one_order: bool) -> tuple[list[str], list[int], list[int]]:
+    """Per group: (group, pairs judged right, pairs rated in `subset`). Both orders: the votes
+    are summed into one verdict; one order: the first order's answer alone."""
+    votes, truth = pair_votes(s)
+    right: dict[str, int] = {}
+    total: dict[str, int] = {}
+    for pair, (group, by_subset) in truth.items():
+        if subset not in by_subset:
+            continue
+        cast = votes.get(pair, {})
+        verdict = (pair_order(cast["AB"], 0) if "AB" in cast else None) if one_order else \
+            (pair_order(sum(cast.values()), 0) if cast else None)
+        total[group] = total.get(group, 0) + 1
+        right[group] = right.get(group, 0) + (verdict == by_subset[subset])
+    groups = sorted(total)
+    return groups, [right[g] for g in groups], [total[g] for g in groups]
+
+
+for _key, _subset in SUBSETS.items():
+    for _name, _one in ((_key, False), (f"{_key}_one_order", True)):
+        metric(_name, kinds={"comparison"}, tasks={"sriqa-compare"},
+               resample=lambda s, subset=_subset, one=_one: group_accuracy(
+                   *verdict_counts(s, subset, one)))(
+            lambda s, subset=_subset, one=_one: _pooled(verdict_counts(s, subset, one)))
+    metric(f"{_key}_pairs", kinds={"comparison"}, tasks={"sriqa-compare"}, headline=False)(
+        lambda s, subset=_subset: sum(verdict_counts(s, subset, False)[2]))
+
+
+@metric("order_agreement", kinds={"comparison"}, tasks={"sriqa-compare"}, headline=False)
+def _order_agreement(s: Scored) -> float | None:
+    """How often the two orders of a pair got the same verdict (position bias shows here)."""
+    both = [v for v in pair_votes(s)[0].values() if len(v) == 2]
+    return float(np.mean([v["AB"] == v["BA"] for v in both])) if both else None
+
+
+@metric("pairs_both_orders", kinds={"comparison"}, tasks={"sriqa-compare"}, headline=False)
+def _pairs_both_orders(s: Scored) -> int:
+    return sum(len(v) == 2 for v in pair_votes(s)[0].values())

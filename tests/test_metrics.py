@@ -5,6 +5,17 @@ import pytest
 from scipy import stats
 
 from qbench import metrics
+from qbench.records import Prediction, Sample
+from qbench.scoring import Conventions, Scored, evaluate
+
+
+def score_task(pred, gt, gt_norm=None, **conventions) -> dict:
+    samples = [Sample(id=str(i), task="t", kind="score", images=(), mos=float(g),
+                      mos_norm=None if gt_norm is None else float(gt_norm[i]))
+               for i, g in enumerate(gt)]
+    predictions = {str(i): Prediction(task="t", sample_id=str(i), score=float(p))
+                   for i, p in enumerate(pred)}
+    return evaluate(Scored.of("t", "score", samples, predictions, Conventions(**conventions)))
 
 
 @pytest.fixture
@@ -25,8 +36,9 @@ def test_correlations_match_scipy(data):
 
 def test_constant_predictions_give_undefined_not_error():
     assert math.isnan(metrics.plcc([3, 3, 3], [1, 2, 3]))
-    out = metrics.score_metrics([3, 3, 3, 3], [1, 2, 3, 4], [1, 2, 3, 4])
-    assert out["srcc"] is None and out["plcc_logistic"] is None
+    out = score_task([3, 3, 3, 3], [1, 2, 3, 4], [1, 2, 3, 4])
+    assert out["srcc"] is None and out["plcc_logistic"] is None and out["n_ok"] == 4
+    assert score_task([3, 4], [1, 2])["plcc"] is None   # fewer than three scored: no correlation
 
 
 def test_logistic_fit_recovers_a_logistic_mapping():
@@ -43,12 +55,12 @@ def test_logistic_fit_recovers_a_logistic_mapping():
 
 def test_score_metrics_labels_raw_and_logistic(data):
     pred, gt = data
-    out = metrics.score_metrics(pred, gt, gt, pred_on_norm_scale=True)
+    out = score_task(pred, gt, gt, score_range=(1.0, 5.0))
     assert out["plcc"] == pytest.approx(stats.pearsonr(pred, gt)[0])
     assert out["plcc_logistic"] >= out["plcc"] - 1e-9
     assert out["rmse"] == pytest.approx(metrics.rmse(pred, gt))
     assert out["rmse_logistic"] <= out["rmse"]
-    assert metrics.score_metrics(pred, gt, gt)["rmse"] is None  # other scales get no raw RMSE
+    assert score_task(pred, gt, gt)["rmse"] is None  # other scales get no raw RMSE
 
 
 def test_dmos_flipping(data):
@@ -82,7 +94,12 @@ def test_degradation_metrics_table2_layout():
     true_lev = ["slight", "serious", "moderate", "null", "obvious", "slight"]
     pred_cls = ["noise", "noise", "noise", "null", None, "darken"]
     pred_lev = ["slight", "slight", "moderate", "null", None, "slight"]
-    out = metrics.degradation_metrics(true_cls, true_lev, pred_cls, pred_lev)
+    samples = [Sample(id=str(i), task="t", kind="degradation", images=(), distortion_class=c,
+                      severity=lv) for i, (c, lv) in enumerate(zip(true_cls, true_lev))]
+    predictions = {str(i): Prediction(task="t", sample_id=str(i), distortion_class=c, severity=lv)
+                   if c else Prediction(task="t", sample_id=str(i), status="unparsed", error="x")
+                   for i, (c, lv) in enumerate(zip(pred_cls, pred_lev))}
+    out = evaluate(Scored.of("t", "degradation", samples, predictions, Conventions()))
     assert out["class_acc"] == {"noise": 1.0, "blur": 0.0, "jpeg": 0.0, "darken": 1.0, "null": 1.0}
     assert out["level_acc"] == {"noise": 0.5, "blur": 0.0, "jpeg": 0.0, "darken": 1.0}
     assert out["class_acc_mean"] == pytest.approx(3 / 5)

@@ -6,7 +6,8 @@ from qbench import DataError
 from qbench.baselines.published import (COLUMNS, PLCC_COLUMN, PublishedFigure, leaderboard_rows,
                                         load_published)
 from qbench.cli import main
-from qbench.results import update_leaderboard
+from qbench.results import rebuild_leaderboard
+from qbench.rundir import Manifest, RunFolder
 
 SCORE_SETS = ["koniq", "spaq", "kadid", "pipal", "livew", "agiqa3k", "csiq"]
 T1 = "Q-Insight paper, Table 1"
@@ -200,9 +201,15 @@ def test_missing_file_missing_column_and_duplicates_are_errors(tmp_path):
 
 
 def measured_koniq(results):
-    update_leaderboard(results / "leaderboard.csv", "mine-1234", "mine", [
-        {"task": "koniq", "kind": "score", "split": "test", "n": 2010, "n_ok": 2000,
-         "parsed_fraction": 2000 / 2010, "plcc": 0.91234, "srcc": 0.90123}])
+    """A run folder with one scored task, and the leaderboard derived from it."""
+    folder = RunFolder(results / "mine-1234")
+    folder.path.mkdir(parents=True)
+    folder.write_manifest(Manifest(run_id="mine-1234", model="mine", model_settings={},
+                                   model_convention={}, config={}))
+    folder.write_metrics({"koniq": {
+        "task": "koniq", "kind": "score", "status": "ok", "split": "test", "n": 2010,
+        "n_ok": 2000, "parsed_fraction": 2000 / 2010, "plcc": 0.91234, "srcc": 0.90123}})
+    rebuild_leaderboard(results)
 
 
 def test_leaderboard_sets_published_rows_beside_measured_ones(tmp_path, capsys):

@@ -13,7 +13,8 @@ from PIL import Image
 from qbench import DataError, Model, Sample, Task, TaskData, register_model, register_task
 from qbench.baselines.published import PublishedFigure, leaderboard_rows
 from qbench.cli import main
-from qbench.compare import compare_runs, load_run
+from qbench.compare import compare_runs
+from qbench.rundir import RunView
 from qbench.model import predictions_from_texts
 from qbench.protocol import CLASSES, LEVELS
 from qbench.report import build_report, render_html, render_markdown
@@ -151,7 +152,7 @@ def test_report_sets_published_rows_beside_the_runs_of_the_same_task(good_run):
     figures = [PublishedFigure("Paper-Model", "report-score", metric, value, "koniq", convention,
                                "Some paper, Table 9")
                for metric, value, convention in (("plcc", 0.8765, "logistic"), ("srcc", 0.8123, ""))]
-    report = build_report([load_run(good_run)], published=leaderboard_rows(figures).to_dict("records"),
+    report = build_report([RunView.load(good_run)], published=leaderboard_rows(figures).to_dict("records"),
                           resamples=200)
     markdown = render_markdown(report, "figures")
     row = next(line for line in markdown.splitlines() if "Paper-Model" in line)
@@ -165,14 +166,15 @@ def test_report_sets_published_rows_beside_the_runs_of_the_same_task(good_run):
 def test_compare_finds_the_better_run_and_not_itself(tmp_path):
     good = scripted_run(tmp_path / "a", 0.1)
     poor = scripted_run(tmp_path / "b", 0.6)
-    results = {(c.task, c.metric): c for c in compare_runs(load_run(good), load_run(poor),
+    results = {(c.task, c.difference.metric): c for c in compare_runs(RunView.load(good), RunView.load(poor),
                                                            resamples=1000)}
-    assert results[("report-score", "srcc")].result.verdict == "A better"
-    assert results[("report-degradation", "class_acc_mean")].result.verdict == "A better"
+    assert results[("report-score", "srcc")].difference.verdict == "A better"
+    assert results[("report-degradation", "class_acc_mean")].difference.verdict == "A better"
     # both runs fail on the same samples: those are left out of the score pairing, and said so
     assert results[("report-score", "srcc")].dropped == {"no score from A": 6}
-    same = compare_runs(load_run(good), load_run(good), resamples=200)
-    assert all(c.result.difference == 0 and c.result.verdict == "no significant difference"
+    same = compare_runs(RunView.load(good), RunView.load(good), resamples=200)
+    assert all(c.difference.result.difference == 0
+               and c.difference.verdict == "no significant difference"
                for c in same)
 
 
@@ -198,19 +200,20 @@ def test_bad_run_folders_are_one_line_errors(tmp_path, good_run, capsys):
 
     lines = (good_run / "predictions.jsonl").read_text().splitlines(keepends=True)
     (good_run / "predictions.jsonl").write_text("".join(lines[:3] + ["{not json\n"] + lines[3:]))
-    assert main(["report", str(good_run)]) == 2
-    err = capsys.readouterr().err
-    assert "line 4 is not a prediction record" in err and "Traceback" not in err
+    assert main(["report", str(good_run)]) == 0   # the same rule as every reader: counted, skipped
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 line(s) that are not prediction records skipped (first: line 4); every other " \
+           "record kept" in err and "Traceback" not in err
 
 
 def test_torn_last_line_is_skipped_and_reported_not_truncated(good_run, tmp_path):
     path = good_run / "predictions.jsonl"
     path.write_text(path.read_text() + '{"task": "report-score", "sample_id": "s9')
     size = path.stat().st_size
-    record = load_run(good_run)
-    assert record.notes and "unfinished last line" in record.notes[0]
+    record = RunView.load(good_run)
+    assert record.notes and f"line {len(path.read_text().splitlines())}" in record.notes[0]
     assert path.stat().st_size == size                   # read-only
-    assert len(record.rows["report-score"]) == N
+    assert len(record.rows.of("report-score")) == N
 
 
 def test_runs_on_different_data_cannot_be_compared(tmp_path, good_run):
@@ -224,4 +227,4 @@ def test_runs_on_different_data_cannot_be_compared(tmp_path, good_run):
             row["truth"]["mos"] = 1 - row["truth"]["mos"]
     (other / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match="disagree on the ground truth"):
-        compare_runs(load_run(good_run), load_run(other), ["report-score"])
+        compare_runs(RunView.load(good_run), RunView.load(other), ["report-score"])

@@ -7,9 +7,9 @@ from scipy import stats
 
 from qbench.protocol import CLASSES, LEVELS
 from qbench.records import Prediction, Sample
-from qbench.task import ModelConvention, Task
-from qbench.uncertainty import (accuracy_statistic, bootstrap_interval, paired_bootstrap,
-                                pearson_statistic, spearman_statistic, task_intervals)
+from qbench.scoring import Conventions, Scored, evaluate, intervals
+from qbench.uncertainty import (accuracy_statistic, bootstrap_interval, looped, paired_bootstrap,
+                                pearson_statistic, ratio_statistic, spearman_statistic)
 
 
 def bivariate(rng, n, rho):
@@ -107,12 +107,12 @@ def test_paired_bootstrap_finds_a_planted_difference():
         worse = gt + 1.2 * rng.normal(size=n)     # rho ~ 0.64
         result = paired_bootstrap(spearman_statistic(better, gt), spearman_statistic(worse, gt),
                                   n, resamples=1000, seed=trial)
-        found += result.verdict == "A better" and result.p_value < 0.05
+        found += result.verdict() == "A better" and result.p_value < 0.05
         assert result.difference == pytest.approx(
             stats.spearmanr(better, gt)[0] - stats.spearmanr(worse, gt)[0])
     assert found >= 19
     swapped = paired_bootstrap(pearson_statistic(worse, gt), pearson_statistic(better, gt), n)
-    assert swapped.verdict == "B better" and swapped.high < 0
+    assert swapped.verdict() == "B better" and swapped.high < 0
 
 
 def test_paired_bootstrap_rarely_reports_a_null_difference():
@@ -123,28 +123,15 @@ def test_paired_bootstrap_rarely_reports_a_null_difference():
         a, b = gt + rng.normal(size=n), gt + rng.normal(size=n)   # equally good, different noise
         result = paired_bootstrap(pearson_statistic(a, gt), pearson_statistic(b, gt), n,
                                   resamples=1000, seed=trial)
-        false_alarms += result.verdict != "no significant difference"
+        false_alarms += result.verdict() != "no significant difference"
         p_values.append(result.p_value)
     assert false_alarms / trials <= 0.15        # nominal 0.05
     assert 0.3 <= np.median(p_values) <= 0.7    # p-values roughly uniform under the null
 
 
-class _EvaluateOnly(Task):
-    """Only the scoring half of a task is under test here."""
-
-    def load(self, folder, split):
-        raise AssertionError("not loaded in these tests")
-
-
-class _ScoreTask(_EvaluateOnly):
-    name, kind, lower_better = "unc-score", "score", True   # DMOS-like ground truth
-
-
-class _DegradationTask(_EvaluateOnly):
-    name, kind = "unc-degradation", "degradation"
-
-
-def test_task_intervals_estimate_the_metrics_the_task_reports():
+def test_every_headline_interval_estimates_the_metric_the_registry_reports():
+    """Intervals come from the metric registry: for each headline metric the bootstrap's own
+    estimate is the value evaluation reports (DMOS-like truth oriented, as CSIQ)."""
     rng = np.random.default_rng(9)
     dmos = rng.uniform(0, 1, 50)
     samples = [Sample(id=f"s{i}", task="unc-score", kind="score", images=(), mos=float(v))
@@ -152,13 +139,15 @@ def test_task_intervals_estimate_the_metrics_the_task_reports():
     predictions = {s.id: Prediction(task=s.task, sample_id=s.id, score=float(5 - 4 * v + rng.normal(0, .5)))
                    for s, v in zip(samples, dmos)}
     predictions["s0"] = Prediction(task="unc-score", sample_id="s0", status="unparsed", error="x")
-    convention = ModelConvention()
-    reported = _ScoreTask().evaluate(samples, predictions, convention, lower_better=True)
-    intervals = task_intervals(_ScoreTask(), samples, predictions, convention, True, resamples=500)
-    for name in ("plcc", "srcc"):
-        assert intervals[name].estimate == pytest.approx(reported[name], abs=1e-12)
+    scored = Scored.of("unc-score", "score", samples, predictions,
+                       Conventions(truth_lower_better=True))
+    reported = evaluate(scored)
+    found = intervals(scored, resamples=300)
+    assert set(found) == {"plcc", "plcc_logistic", "srcc", "krcc"}
+    for name, interval in found.items():
+        assert interval.estimate == pytest.approx(reported[name], abs=1e-9), name
         assert reported[name] > 0.5   # orientation applied: DMOS flipped, scores not
-        assert intervals[name].low < reported[name] < intervals[name].high
+        assert interval.low < reported[name] < interval.high
 
     classes = [CLASSES[i % 5] for i in range(60)]
     levels = ["null" if c == "null" else LEVELS[i % 5] for i, c in enumerate(classes)]
@@ -168,8 +157,23 @@ def test_task_intervals_estimate_the_metrics_the_task_reports():
             for c, lv in zip(classes, levels)]
     predictions = {s.id: Prediction(task=s.task, sample_id=s.id, distortion_class=c, severity=lv)
                    for s, (c, lv) in zip(samples, said)}
-    reported = _DegradationTask().evaluate(samples, predictions, convention)
-    intervals = task_intervals(_DegradationTask(), samples, predictions, convention, resamples=500)
-    for name in ("class_acc_mean", "level_acc_mean"):
-        assert intervals[name].estimate == pytest.approx(reported[name], abs=1e-12)
-        assert intervals[name].low < reported[name] < intervals[name].high
+    scored = Scored.of("unc-degradation", "degradation", samples, predictions, Conventions())
+    reported = evaluate(scored)
+    found = intervals(scored, resamples=300)
+    assert set(found) == {"class_acc_mean", "level_acc_mean"}
+    for name, interval in found.items():
+        assert interval.estimate == pytest.approx(reported[name], abs=1e-12)
+        assert interval.low < reported[name] < interval.high
+
+
+def test_looped_and_ratio_statistics_equal_the_statistic_on_the_resampled_data():
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    counts = np.stack([np.bincount(rng.integers(0, 30, 30), minlength=30) for _ in range(5)])
+    values = looped(lambda a, b: stats.kendalltau(a, b)[0], x, y)(counts)
+    for row, value in zip(counts, values):
+        index = np.repeat(np.arange(30), row)
+        assert value == pytest.approx(stats.kendalltau(x[index], y[index])[0])
+    right, total = np.array([3.0, 1.0, 0.0]), np.array([3.0, 3.0, 3.0])
+    drawn = np.array([[1, 1, 1], [3, 0, 0], [0, 0, 3]])
+    assert ratio_statistic(right, total)(drawn) == pytest.approx([4 / 9, 1.0, 0.0])
