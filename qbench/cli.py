@@ -10,84 +10,44 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .images import DEFAULT_MAX_PIXELS, ImageError
+from .images import ImageError
+from .options import add_options, from_args
 from .model import ModelError
 from .registry import (MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins,
                        model_class)
 from .results import (format_table, read_leaderboard, rebuild_leaderboard, summary_columns,
                       with_published)
-from .runner import DEFAULT_MAX_FAILURE_RATE, RunConfig, RunResult, expand_tasks, merge, run
+from .runner import RunConfig, RunResult, expand_tasks, merge, run
 from .settings import user_settings, weights_path
 from .task import DataError
 
 USER_ERRORS = (DataError, ModelError, RegistryError, ImageError, ValueError, FileNotFoundError)
+INCLUDE_HELP = ("Python or task YAML file, or a folder of them, defining extra tasks and models "
+                "(repeatable; before or after the verb)")
 # Modules that add their own verbs: each defines add_parser(subparsers), whose parser sets
 # `func(args, console) -> exit code`. Heavy imports stay inside those functions.
 VERB_MODULES: tuple[str, ...] = ("qbench.datacheck", "qbench.trainer.cli", "qbench.compare",
                                  "qbench.report")
 
 
-def _key_values(pairs: list[str], flag: str) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
-        out[key] = value
-    return out
 
 
-def _option_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
 
 
-def task_options(pairs: list[str]) -> dict[str, dict[str, object]]:
-    """`--task-arg TASK.KEY=VALUE` pairs by task."""
-    out: dict[str, dict[str, object]] = {}
-    for key, value in _key_values(pairs, "--task-arg").items():
-        task, dot, name = key.partition(".")
-        if not dot or not task or not name:
-            raise ValueError(f"--task-arg expects TASK.KEY=VALUE, got {key}={value}")
-        out.setdefault(task, {})[name] = _option_value(value)
-    return out
 
 
-def _shard(text: str) -> tuple[int, int]:
-    try:
-        index, count = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shard expects i/n, got {text!r}") from None
-    if not 0 <= index < count:
-        raise argparse.ArgumentTypeError(f"--shard {text}: need 0 <= i < n")
-    return index, count
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    settings = user_settings()
-    factory = model_class(args.model)
-    config = RunConfig(
-        model=args.model, tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
-        model_path=weights_path(args.model, getattr(factory, "weights_folder", None), args.model_path),
-        data_root=args.data_root or settings.data_root,
-        data_paths=settings.data | {k: Path(v) for k, v in _key_values(args.data, "--data").items()},
-        model_options={k: _option_value(v) for k, v in _key_values(args.model_arg, "--model-arg").items()},
-        split=args.split, batch_size=args.batch_size, limit=args.limit, seed=args.seed,
-        shard=args.shard, output_dir=args.output, run_name=args.run_name, device=args.device,
-        workers=args.workers, progress=not args.no_progress, ci_resamples=args.ci,
-        task_options=task_options(args.task_arg), max_pixels=args.max_pixels,
-        max_failure_rate=args.max_failure_rate, wait=args.wait)
+    config = from_args(RunConfig, args)
+    settings = user_settings()   # flags beat the environment and the config file
+    factory = model_class(config.model)
+    config.model_path = weights_path(config.model, getattr(factory, "weights_folder", None),
+                                     config.model_path)
+    config.data_root = config.data_root or settings.data_root
+    config.data_paths = settings.data | config.data_paths
     try:
         result = run(config, console)
     except KeyboardInterrupt:
@@ -211,44 +171,13 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qbench", description="Image-quality benchmark harness.")
-    parser.add_argument("--include", action="append", type=Path, default=[], metavar="PATH",
-                        help="Python file or folder defining extra tasks/models (repeatable)")
+    # before the verb (`qbench --include f.py list`) and after it (`qbench run --include f.py`)
+    parser.add_argument("--include", dest="include_first", action="append", default=[],
+                        metavar="PATH", help=INCLUDE_HELP)
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("run", help="run a model over tasks (default: the offline demo)")
-    p.add_argument("--model", default="stats")
-    p.add_argument("--tasks", default="demo-degradation,demo-score",
-                   help="comma-separated task names, or 'all'")
-    p.add_argument("--model-path", type=Path)
-    p.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="model option (repeatable), e.g. backend=vllm")
-    p.add_argument("--data-root", type=Path, help="folder holding one sub-folder per task "
-                   "(default: $QBENCH_DATA_ROOT or the config file)")
-    p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
-                   help="folder of one task, overriding --data-root (repeatable)")
-    p.add_argument("--split")
-    p.add_argument("--batch-size", type=_positive, default=8)
-    p.add_argument("--limit", type=_positive)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--shard", type=_shard, metavar="i/n")
-    p.add_argument("--output", type=Path, default=Path("results"))
-    p.add_argument("--run-name", help="name of the run folder (default: derived from settings)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=4, help="image decoding threads")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--task-arg", action="append", default=[], metavar="TASK.KEY=VALUE",
-                   help="task option (repeatable), e.g. spaq.resize_short_side=none")
-    p.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
-                   help="larger images are counted image errors, never decoded "
-                        f"(default {DEFAULT_MAX_PIXELS:,})")
-    p.add_argument("--max-failure-rate", type=float, default=DEFAULT_MAX_FAILURE_RATE,
-                   metavar="RATE", help="share of a task's samples that may be model errors "
-                   f"before the task fails and the run exits 1 (default {DEFAULT_MAX_FAILURE_RATE})")
-    p.add_argument("--wait", action="store_true",
-                   help="if another command is writing the same run folder, wait for it "
-                        "instead of refusing")
-    p.add_argument("--ci", type=int, default=0, metavar="RESAMPLES",
-                   help="add bootstrap 95%% intervals of the headline metrics (e.g. --ci 2000)")
+    add_options(p, RunConfig)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("list", help="tasks (with data status) and models")
@@ -270,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in VERB_MODULES:
         importlib.import_module(module).add_parser(sub)
+    for verb in set(sub.choices.values()):
+        if not any(a.dest == "include" for a in verb._actions):
+            verb.add_argument("--include", action="append", default=[], metavar="PATH",
+                              help=INCLUDE_HELP)
     return parser
 
 
@@ -282,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     console = Console(stderr=True)
     try:
-        for path in args.include:
+        for path in args.include_first + getattr(args, "include", []):
             include(path)
         return args.func(args, console)
     except USER_ERRORS as exc:

@@ -152,15 +152,16 @@ def format_check(check: TaskCheck) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from .cli import _key_values, task_options
+    from .options import from_args
     from .registry import get_task
-    from .runner import expand_tasks
+    from .runner import RunConfig, expand_tasks
     from .settings import user_settings
-    names = expand_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
+    config = from_args(RunConfig, args)   # the same options as `run`, read the same way
+    names = expand_tasks(config.tasks)
     settings = user_settings()   # flags override the environment and the config file, as in `run`
-    overrides = settings.data | {k: Path(v) for k, v in _key_values(args.data, "--data").items()}
-    data_root = args.data_root or settings.data_root
-    options = task_options(args.task_arg)
+    overrides = settings.data | config.data_paths
+    data_root = config.data_root or settings.data_root
+    options = config.task_options
     all_ok = True
     for name in names:
         task = get_task(name, options.get(name))
@@ -180,15 +181,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     verbs = data.add_subparsers(dest="data_command", required=True)
     p = verbs.add_parser("check", help="per task: files, counts, missing/unreadable/duplicate "
                          "images, train/test overlap")
-    p.add_argument("--tasks", default="all", help="comma-separated task names, or 'all'")
-    p.add_argument("--data-root", type=Path, help="folder holding one sub-folder per task "
-                   "(default: $QBENCH_DATA_ROOT, else the config file's data_root)")
-    p.add_argument("--data", action="append", default=[], metavar="TASK=PATH",
-                   help="folder of one task, overriding --data-root (repeatable)")
-    p.add_argument("--split", help="split to check (default: each task's default)")
+    from .options import add_options, names
+    from .runner import RunConfig
+    p.add_argument("--tasks", type=names, default=["all"], help="comma-separated task names, "
+                   "'all' (the default), or task YAML files")
+    add_options(p, RunConfig, only=("data_root", "data_paths", "split", "task_options"))
     p.add_argument("--no-decode", action="store_true",
                    help="only check that images exist and hash them; do not decode")
     p.add_argument("--workers", type=int, default=4, help="threads reading images")
-    p.add_argument("--task-arg", action="append", default=[], metavar="TASK.KEY=VALUE",
-                   help="task option (repeatable), as in `qbench run`")
     p.set_defaults(func=cmd_check)

@@ -65,13 +65,21 @@ def load_plugins() -> None:
     _loaded = True
 
 
+_included: set[Path] = set()
+
+
 def include(path: str | Path) -> None:
-    """Import a user's Python file (or every .py file in a folder) so its decorators register."""
+    """Import a user's Python file (or every .py file in a folder) so its decorators register.
+    A file already included is not run again (`--include` may come before and after the verb,
+    and again in the run's own settings)."""
     path = Path(path).expanduser()
     files = sorted(path.glob("*.py")) if path.is_dir() else [path]
     if not path.exists() or not files:
         raise RegistryError(f"--include {path}: no such Python file or folder")
     for file in files:
+        if file.resolve() in _included:
+            continue
+        _included.add(file.resolve())
         module_name = f"qbench_include_{file.stem}_{abs(hash(str(file.resolve())))}"
         spec = importlib.util.spec_from_file_location(module_name, file)
         if spec is None or spec.loader is None:

@@ -24,6 +24,9 @@ from rich.text import Text
 from . import manifest as mf
 from .images import DEFAULT_MAX_PIXELS, prefetch_batches
 from .model import Model, ModelConfig, ModelError
+from .options import (fraction, model_args, names, option, paths, positive, task_args,
+                      task_paths)
+from .options import shard as shard_of
 from .records import Prediction, Sample
 from .registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
 from .results import rebuild_leaderboard
@@ -39,28 +42,57 @@ TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)
 
 @dataclass
 class RunConfig:
-    model: str = "stats"
-    tasks: list[str] = field(default_factory=lambda: ["demo-degradation", "demo-score"])
-    model_path: Path | None = None
-    model_options: dict[str, Any] = field(default_factory=dict)
-    data_root: Path | None = None
-    data_paths: dict[str, Path] = field(default_factory=dict)  # per-task folder overrides
-    split: str | None = None
-    batch_size: int = 8
-    limit: int | None = None
-    seed: int = 0
-    shard: tuple[int, int] | None = None   # (index, count)
-    output_dir: Path = Path("results")
-    run_name: str | None = None
-    device: str = "auto"
-    workers: int = 4
-    include: list[Path] = field(default_factory=list)
-    progress: bool = True
-    ci_resamples: int = 0   # bootstrap intervals of the headline metrics when > 0
-    task_options: dict[str, dict[str, Any]] = field(default_factory=dict)   # --task-arg
-    max_pixels: int = DEFAULT_MAX_PIXELS     # larger images are counted image errors
-    max_failure_rate: float = DEFAULT_MAX_FAILURE_RATE   # model errors a task may have and pass
-    wait: bool = False                       # queue behind a command holding the run folder
+    """Everything that defines a run; each field is also its `qbench run` option (qbench.options),
+    so an option is declared here and nowhere else."""
+
+    model: str = option("stats", flag="--model", help="model name (qbench list shows them)")
+    tasks: list[str] = option(flag="--tasks", parse=names, metavar="T1,T2",
+                              factory=lambda: ["demo-degradation", "demo-score"],
+                              help="comma-separated task names, 'all', or task YAML files")
+    model_path: Path | None = option(None, flag="--model-path", parse=Path, metavar="PATH",
+                                     help="weights folder or predictions file")
+    model_options: dict[str, Any] = option(flag="--model-arg", repeated=model_args,
+                                           metavar="KEY=VALUE", factory=dict,
+                                           help="model option (repeatable), e.g. backend=vllm")
+    data_root: Path | None = option(None, flag="--data-root", parse=Path, metavar="DIR",
+                                    help="folder holding one sub-folder per task (default: "
+                                         "$QBENCH_DATA_ROOT or the config file)")
+    data_paths: dict[str, Path] = option(flag="--data", repeated=task_paths, metavar="TASK=PATH",
+                                         factory=dict, help="folder of one task, overriding "
+                                                            "--data-root (repeatable)")
+    split: str | None = option(None, flag="--split", help="split of every task (default: each "
+                                                          "task's published test split)")
+    batch_size: int = option(8, flag="--batch-size", parse=positive, metavar="N")
+    limit: int | None = option(None, flag="--limit", parse=positive, metavar="N",
+                               help="the first N samples of each task")
+    seed: int = option(0, flag="--seed", parse=int)
+    shard: tuple[int, int] | None = option(None, flag="--shard", parse=shard_of, metavar="i/n",
+                                           help="this process's part of every task")
+    output_dir: Path = option(Path("results"), flag="--output", parse=Path, metavar="DIR")
+    run_name: str | None = option(None, flag="--run-name",
+                                  help="name of the run folder (default: derived from settings)")
+    device: str = option("auto", flag="--device")
+    workers: int = option(4, flag="--workers", parse=int, metavar="N",
+                          help="image decoding threads (and replicas of CPU-bound models)")
+    include: list[Path] = option(flag="--include", repeated=paths, metavar="PATH", factory=list,
+                                 help="Python or task YAML file, or folder, defining extra tasks "
+                                      "and models (repeatable)")
+    progress: bool = option(True, flag="--no-progress", negate=True, help="no progress bars")
+    ci_resamples: int = option(0, flag="--ci", parse=int, metavar="RESAMPLES",
+                               help="bootstrap 95%% intervals of the headline metrics "
+                                    "(e.g. --ci 2000)")
+    task_options: dict[str, dict[str, Any]] = option(
+        flag="--task-arg", repeated=task_args, metavar="TASK.KEY=VALUE", factory=dict,
+        help="task option (repeatable), e.g. spaq.resize_short_side=none")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, flag="--max-pixels", parse=positive,
+                             metavar="N", help="larger images are counted image errors, "
+                                               "never decoded")
+    max_failure_rate: float = option(DEFAULT_MAX_FAILURE_RATE, flag="--max-failure-rate",
+                                     parse=fraction, metavar="RATE",
+                                     help="share of a task's samples that may be model errors "
+                                          "before the task fails and the run exits 1")
+    wait: bool = option(False, flag="--wait", help="if another command is writing the same run "
+                                                   "folder, wait for it instead of refusing")
 
 
 @dataclass
@@ -304,7 +336,7 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
                             f"include (tasks: {', '.join(task_names)})")
     tasks = [get_task(name, config.task_options.get(name)) for name in task_names]
     if not 0 <= config.max_failure_rate <= 1:
-        raise ValueError(f"--max-failure-rate must be between 0 and 1, got {config.max_failure_rate}")
+        raise ValueError(f"max_failure_rate must be between 0 and 1, got {config.max_failure_rate}")
     model = create_model(config.model, ModelConfig(
         model_path=config.model_path, device=config.device, batch_size=config.batch_size,
         seed=config.seed, options=config.model_options, workers=config.workers))

@@ -212,3 +212,37 @@ def test_bootstrap_intervals_reach_metrics_and_leaderboard(tmp_path):
     assert srcc["estimate"] == pytest.approx(metrics["srcc"])
     row = read_leaderboard(result.leaderboard).iloc[0]
     assert row["srcc_ci_low"] == pytest.approx(srcc["low"]) and row["srcc_ci_high"] == pytest.approx(srcc["high"])
+
+
+def test_include_works_before_and_after_the_verb(tmp_path, capsys):
+    make_toy_data(tmp_path / "data" / "toy", n=6)
+    for argv in (["--include", str(PLUGIN), "run"], ["run", "--include", str(PLUGIN)]):
+        code = main([*argv, "--model", "toy-luma", "--tasks", "toy", "--data-root",
+                     str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--no-progress"])
+        assert code == 0, capsys.readouterr().err
+    assert main(["list", "--include", str(PLUGIN)]) == 0
+    assert "toy-luma" in capsys.readouterr().out
+
+
+def test_every_run_option_is_one_runconfig_field():
+    """The `qbench run` parser is generated from RunConfig: each field is one flag, parsed into
+    the field's value (an option added to RunConfig needs no other edit)."""
+    import dataclasses
+
+    from qbench.cli import build_parser
+    from qbench.options import flags, from_args
+    argv = ["run", "--model", "m", "--tasks", "a,b", "--model-path", "/w", "--model-arg", "k=1",
+            "--model-arg", "t=true", "--data-root", "/d", "--data", "a=/x", "--split", "s",
+            "--batch-size", "3", "--limit", "5", "--seed", "7", "--shard", "1/4", "--output", "/o",
+            "--run-name", "r", "--device", "cpu", "--workers", "2", "--include", "p.py",
+            "--no-progress", "--ci", "100", "--task-arg", "a.x=none", "--max-pixels", "99",
+            "--max-failure-rate", "0.5", "--wait"]
+    config = from_args(RunConfig, build_parser().parse_args(argv))
+    assert {f.name for f in dataclasses.fields(RunConfig)} == {f.name for f, _ in flags(RunConfig)}
+    assert config == RunConfig(
+        model="m", tasks=["a", "b"], model_path=Path("/w"), model_options={"k": 1, "t": True},
+        data_root=Path("/d"), data_paths={"a": Path("/x")}, split="s", batch_size=3, limit=5,
+        seed=7, shard=(1, 4), output_dir=Path("/o"), run_name="r", device="cpu", workers=2,
+        include=[Path("p.py")], progress=False, ci_resamples=100, task_options={"a": {"x": None}},
+        max_pixels=99, max_failure_rate=0.5, wait=True)
+    assert from_args(RunConfig, build_parser().parse_args(["run"])) == RunConfig()

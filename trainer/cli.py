@@ -9,11 +9,11 @@ from rich.console import Console
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from qbench.cli import _key_values
+    from qbench.options import key_values
 
     from .config import load_config
 
-    config = load_config(args.config, overrides=_key_values(args.set, "--set"))
+    config = load_config(args.config, overrides=key_values(args.set, "--set"))
     if args.check:
         from .data import prepare_data
         data = prepare_data(config, console)
