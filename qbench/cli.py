@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .images import ImageError
-from .options import add_options, from_args
+from .options import add_options, from_args, names
 from .model import ModelError
 from .registry import (MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins,
                        model_class)
@@ -143,14 +143,16 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     for note in notes:
         console.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
     frame = read_leaderboard(path)
-    tasks = expand_tasks(args.tasks.split(",")) if args.tasks else None
+    tasks = expand_tasks(args.tasks) if args.tasks else None
+    if args.layout != "rows":
+        return print_paper_table(args, frame, tasks, console)
     if tasks:
         frame = frame[frame["task"].isin(tasks)]
     if args.published:
         from qbench.baselines.published import PROTOCOL_COLUMNS, leaderboard_rows, load_published
         frame = with_published(frame, leaderboard_rows(load_published(), tasks or set(frame["task"])))
     if frame.empty:
-        console.print(f"no results in {args.output / 'leaderboard.csv'}: run `qbench run` first")
+        console.print(f"no results in {path}: run `qbench run` first")
         return 1
     columns = summary_columns(frame)
     if args.published and (frame["source"] == "published").any():
@@ -162,6 +164,32 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     if args.markdown:
         Path(args.markdown).write_text(format_table(frame, "github", columns) + "\n")
         console.print(f"wrote {args.markdown}")
+    return 0
+
+
+def print_paper_table(args: argparse.Namespace, frame, tasks: list[str] | None,
+                      console: Console) -> int:
+    """`--layout paper|degradation|sriqa`: models down, datasets across, as the papers print."""
+    from qbench.baselines.published import load_published
+    from qbench.tables import TABLE1_DATASETS, paper_table, render
+    published = load_published() if args.published else []
+    options: dict = {}
+    if args.layout == "paper":
+        options = {"datasets": tasks or list(TABLE1_DATASETS), "plcc": args.plcc}
+    elif args.layout == "degradation":
+        options = {"task": (tasks or ["dq495k"])[0]}
+    else:
+        options = {"plcc": args.plcc} | ({"tasks": tasks} if tasks else {})
+    table = paper_table("score" if args.layout == "paper" else args.layout, frame, published,
+                        **options)
+    if not table.rows:
+        console.print(f"no measured or published figures for this table in {args.output}")
+        return 1
+    text = render(table, args.format)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {args.out}")
     return 0
 
 
@@ -186,9 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("leaderboard", help="print and export the leaderboard")
     p.add_argument("--output", type=Path, default=Path("results"))
-    p.add_argument("--tasks")
-    p.add_argument("--csv", type=Path)
-    p.add_argument("--markdown", type=Path)
+    p.add_argument("--tasks", type=names, help="comma-separated tasks (paper layout: its "
+                   "columns, default the seven of Q-Insight Table 1)")
+    p.add_argument("--layout", choices=("rows", "paper", "degradation", "sriqa"), default="rows",
+                   help="rows: one row per run x task; paper: models down, datasets across "
+                        "(Table 1); degradation: per-class accuracy (Table 2); sriqa: Table 6")
+    p.add_argument("--format", choices=("text", "markdown", "latex", "csv"), default="text",
+                   help="the paper layouts' output format (LaTeX: booktabs, best in bold)")
+    p.add_argument("--plcc", choices=("raw", "logistic"), default="raw",
+                   help="which PLCC the paper layouts' PLCC columns hold; figures of another or "
+                        "unstated convention are marked")
+    p.add_argument("--out", type=Path, help="also write the paper layout to this file")
+    p.add_argument("--csv", type=Path, help="rows layout: also write it as CSV")
+    p.add_argument("--markdown", type=Path, help="rows layout: also write it as markdown")
     p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
                    help="add the published figures (baselines/published.csv) for the same tasks")
     p.set_defaults(func=cmd_leaderboard)

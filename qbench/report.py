@@ -1,8 +1,9 @@
 """`qbench report RUN...`: one self-contained HTML page (plots embedded as base64 PNG) and a
 markdown twin (plots as PNG files beside it) for one or more run folders:
 
-- the leaderboard: every run × task with bootstrap confidence intervals, beside the published
-  figures for the same tasks (baselines/published.csv);
+- paper tables first, as Q-Insight prints them (models down, datasets across; measured runs
+  beside the published figures, each marked; qbench.tables);
+- the measured results: every run × task with bootstrap confidence intervals;
 - parse-failure rates per run and task;
 - per task and run: prediction vs MOS with the fitted 4-parameter logistic (score tasks), or the
   confusion matrix (degradation and comparison tasks);
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from rich.console import Console
 from scipy import stats
 
@@ -30,7 +32,7 @@ from . import metrics
 from .compare import add_bootstrap_options
 from .kinds import Kind
 from .records import Prediction, Sample
-from .results import flatten, metric_order
+from .results import flatten, leaderboard_row, metric_order
 from .rundir import RunView
 from .scoring import Scored, intervals
 from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval
@@ -71,12 +73,16 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     published: list[bool] = field(default_factory=list)   # row is a published figure
+    title: str = ""
+    footnotes: list[str] = field(default_factory=list)
+    markdown: str = ""   # the table's own markdown, where it has one (paper tables)
 
 
 @dataclass
 class Report:
     title: str
     runs: list[str]
+    paper: list[Table]
     leaderboard: Table
     failures: Table
     sections: list[Section]
@@ -120,29 +126,49 @@ def run_intervals(run: RunView, scored: Scored, *, resamples: int, level: float,
     return kept
 
 
-def leaderboard_table(runs: Sequence[RunView], intervals: dict[tuple[str, str], dict[str, Interval]],
-                      published: list[dict[str, Any]]) -> Table:
-    """Measured rows (with CIs) then published rows for the same tasks; only the metric columns
-    that have a value somewhere."""
-    records: list[tuple[dict[str, Any], dict[str, Interval], bool]] = []
+def leaderboard_table(runs: Sequence[RunView], intervals: dict[tuple[str, str], dict[str, Interval]]
+                      ) -> Table:
+    """Every run x task with its intervals; only the metric columns that have a value
+    somewhere. A task whose measured split differs from the published one says so."""
+    records: list[tuple[dict[str, Any], dict[str, Interval]]] = []
     for run in runs:
         for task in run.tasks():
             flat = flatten(run.metrics[task])
-            records.append(({"model": run.model, "run / reference": run.run_id, "task": task,
-                             "n": flat.get("n"), "parsed": flat.get("parsed_fraction"), **flat},
-                            intervals.get((run.run_id, task), {}), False))
-    for row in published:
-        protocol = f"{row['reference']}; trained on {row['training_set']}"
-        if row.get("plcc_convention"):
-            protocol += f"; PLCC {row['plcc_convention']}"
-        records.append(({**row, "run / reference": protocol}, {}, True))
+            records.append(({"model": run.model, "run": run.run_id, "task": task,
+                             "n": flat.get("n"), "parsed": flat.get("parsed_fraction"),
+                             "status": flat.get("status"), **flat},
+                            intervals.get((run.run_id, task), {})))
     metric_columns = [m for m in metric_order()
                       if any(isinstance(r.get(m), (int, float)) and not _missing(r.get(m))
-                             for r, _, _ in records)]
-    columns = ["model", "run / reference", "task", "n", "parsed"] + metric_columns
+                             for r, _ in records)]
+    columns = ["model", "run", "task", "n", "parsed", "status"] + metric_columns
     rows = [[with_interval(r[c], cis.get(c)) if c in metric_columns and not _missing(r.get(c))
-             else _fmt(r.get(c)) for c in columns] for r, cis, _ in records]
-    return Table(columns, rows, [p for _, _, p in records])
+             else _fmt(r.get(c)) for c in columns] for r, cis in records]
+    return Table(columns, rows, title="Measured results")
+
+
+def paper_tables(runs: Sequence[RunView], published: Sequence[Any], plcc: str) -> list[Table]:
+    """The paper layouts these runs fill: Table 1 (the seven datasets, and any other score task
+    measured), Table 2 for each degradation task, Table 6 for SRIQA-Bench."""
+    from .tables import TABLE1_DATASETS, SRIQA_TASKS, paper_table, plain, render
+    measured = pd.DataFrame([leaderboard_row(run.run_id, run.model, run.metrics[task], None)
+                             for run in runs for task in run.tasks()
+                             if run.metrics[task].get("status") != "failed"])
+    tasks = {t: run.kind(t) for run in runs for t in run.tasks()}
+    score = [t for t, kind in tasks.items() if kind == "score" and t not in SRIQA_TASKS]
+    layouts = [("score", {"datasets": list(dict.fromkeys([*TABLE1_DATASETS, *score])),
+                          "plcc": plcc})]
+    layouts += [("degradation", {"task": t}) for t, kind in tasks.items() if kind == "degradation"]
+    if any(t in SRIQA_TASKS for t in tasks):
+        layouts.append(("sriqa", {"plcc": plcc}))
+    out = []
+    for layout, options in layouts:
+        table = paper_table(layout, measured, published, **options)
+        if table.rows:
+            headers, rows, footnotes = plain(table)
+            out.append(Table(headers, rows, [r.source == "published" for r in table.rows],
+                             table.title, footnotes, render(table, "markdown")))
+    return out
 
 
 def failures_table(runs: Sequence[RunView]) -> Table:
@@ -274,7 +300,7 @@ def pick_transcripts(scored: Scored) -> list[Transcript]:
 
 # ------------------------------------------------------------------------ assembling
 
-def build_report(runs: Sequence[RunView], *, published: list[dict[str, Any]] | None = None,
+def build_report(runs: Sequence[RunView], *, published: Sequence[Any] = (), plcc: str = "raw",
                  resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
                  seed: int = 0) -> Report:
     """Everything the report shows, computed once; renderers only format it."""
@@ -292,7 +318,7 @@ def build_report(runs: Sequence[RunView], *, published: list[dict[str, Any]] | N
             sections.append(Section(name, run.label, plot(run, scored), pick_transcripts(scored)))
     return Report(
         title="qbench report", runs=[run.label for run in runs],
-        leaderboard=leaderboard_table(runs, found, published or []),
+        paper=paper_tables(runs, published, plcc), leaderboard=leaderboard_table(runs, found),
         failures=failures_table(runs), sections=sections, notes=notes,
         settings=f"{level:.0%} percentile bootstrap intervals, {resamples} resamples, seed {seed}")
 
@@ -312,6 +338,7 @@ figcaption{font-size:12px;color:#555;max-width:520px}
 pre{white-space:pre-wrap;background:#f6f6f6;padding:.6em;font-size:12px;max-height:24em;overflow:auto}
 details{margin:.4em 0}
 .note{color:#8a5a00}
+.footnotes{font-size:12px;color:#555}
 """
 
 
@@ -341,9 +368,13 @@ def render_html(report: Report) -> str:
              f"<h1>{html.escape(report.title)}</h1>",
              f"<p>Runs: {html.escape('; '.join(report.runs))}. Generated "
              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. "
-             f"{html.escape(report.settings)}; published rows in italics.</p>",
-             "<h2>Leaderboard</h2>", html_table(report.leaderboard),
-             "<h2>Parse failures</h2>", html_table(report.failures)]
+             f"{html.escape(report.settings)}.</p>"]
+    for table in report.paper:
+        parts += [f"<h2>{html.escape(table.title)}</h2>", html_table(table),
+                  "<p class=\"footnotes\">" + "<br>".join(html.escape(n) for n in table.footnotes)
+                  + "</p>"]
+    parts += [f"<h2>{html.escape(report.leaderboard.title)}</h2>", html_table(report.leaderboard),
+              "<h2>Parse failures</h2>", html_table(report.failures)]
     if report.notes:
         parts.append("<ul>" + "".join(f'<li class="note">{html.escape(n)}</li>'
                                       for n in report.notes) + "</ul>")
@@ -389,9 +420,11 @@ def _fence(text: str) -> str:
 
 def render_markdown(report: Report, figure_dir: str) -> str:
     lines = [f"# {report.title}", "", f"Runs: {'; '.join(report.runs)}.", "",
-             f"{report.settings}; published rows in italics.", "", "## Leaderboard", "",
-             markdown_table(report.leaderboard), "", "## Parse failures", "",
-             markdown_table(report.failures), ""]
+             f"{report.settings}.", ""]
+    for table in report.paper:
+        lines += [table.markdown, ""]
+    lines += [f"## {report.leaderboard.title}", "", markdown_table(report.leaderboard), "",
+              "## Parse failures", "", markdown_table(report.failures), ""]
     lines += [f"- {n}" for n in report.notes] + ([""] if report.notes else [])
     lines += ["## Tasks", ""]
     for task in dict.fromkeys(s.task for s in report.sections):
@@ -427,13 +460,12 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     runs = [RunView.load(path).require_tasks() for path in args.runs]
     if len({r.run_id for r in runs}) != len(runs):
         raise ValueError("the same run was given twice")
-    published: list[dict[str, Any]] = []
+    published = []
     if args.published:
-        from qbench.baselines.published import leaderboard_rows, load_published
-        tasks = {t for run in runs for t in run.tasks()}
-        published = leaderboard_rows(load_published(), tasks).to_dict("records")
-    report = build_report(runs, published=published, resamples=args.resamples, level=args.level,
-                          seed=args.seed)
+        from qbench.baselines.published import load_published
+        published = load_published()
+    report = build_report(runs, published=published, plcc=args.plcc, resamples=args.resamples,
+                          level=args.level, seed=args.seed)
     html_path, md_path = write_report(report, args.output or runs[0].path / "report")
     for note in report.notes:
         console.print(f"[yellow]{note}[/]")
@@ -446,6 +478,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
     p.add_argument("--output", type=Path, help="report folder (default: RUN/report of the first run)")
     p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
-                   help="add the published figures for the same tasks (default: yes)")
+                   help="set the published figures beside the runs in the paper tables "
+                        "(default: yes)")
+    p.add_argument("--plcc", choices=("raw", "logistic"), default="raw",
+                   help="which PLCC the paper tables' PLCC columns hold")
     add_bootstrap_options(p)
     p.set_defaults(func=cmd_report)

@@ -525,3 +525,13 @@ def _csv(table: PaperTable) -> str:
         for note in footnotes:
             writer.writerow([_plain_footnote(note)])
     return buffer.getvalue()
+
+
+def plain(table: PaperTable) -> tuple[list[str], list[list[str]], list[str]]:
+    """The table as plain strings (headers, rows, footnotes) for other renderers (the report's
+    HTML): values with their marks, the source column, the footnote texts."""
+    headers = ["Model", "Source"] + [f"{c.group} {c.label}" for c in table.columns]
+    rows = [[row.model, _source(table, row)]
+            + [_value(c, cell) + _symbols(cell) for c, cell in zip(table.columns, row.cells)]
+            for row in table.rows]
+    return headers, rows, [_plain_footnote(note) for note in _footnotes(table)]

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from qbench import DataError, Model, Sample, Task, TaskData, register_model, register_task
-from qbench.baselines.published import PublishedFigure, leaderboard_rows
+from qbench.baselines.published import PublishedFigure
 from qbench.cli import main
 from qbench.compare import compare_runs
 from qbench.rundir import RunView
@@ -122,7 +122,10 @@ def test_report_html_is_self_contained_with_valid_embedded_pngs(good_run, tmp_pa
         image.verify()
         assert image.format == "PNG" and image.size[0] > 200
     assert collector.links == []                         # nothing fetched from elsewhere
-    assert page.count("<table>") == page.count("</table>") == 2
+    # the paper tables (Table 1 with published rows, Table 2 for the degradation task), the
+    # measured results, the parse failures
+    assert page.count("<table>") == page.count("</table>") == 4
+    assert page.index("PLCC (raw) / SRCC per dataset") < page.index("Measured results")
     # the markdown twin points at PNG files that exist
     markdown = (out / "report.md").read_text()
     pictures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
@@ -148,18 +151,26 @@ def test_report_leaderboard_has_intervals_failures_and_transcripts(good_run, tmp
     assert "&lt;clean&gt;" in page and "<clean>" not in page   # model text is escaped
 
 
-def test_report_sets_published_rows_beside_the_runs_of_the_same_task(good_run):
+def test_report_opens_with_the_paper_table_runs_beside_published_figures(good_run):
     figures = [PublishedFigure("Paper-Model", "report-score", metric, value, "koniq", convention,
                                "Some paper, Table 9")
-               for metric, value, convention in (("plcc", 0.8765, "logistic"), ("srcc", 0.8123, ""))]
-    report = build_report([RunView.load(good_run)], published=leaderboard_rows(figures).to_dict("records"),
-                          resamples=200)
+               for metric, value, convention in (("plcc", 0.8766, "logistic"), ("srcc", 0.8123, ""))]
+    run = RunView.load(good_run)
+    metrics = run.metrics["report-score"]
+    for plcc, mark in (("logistic", ""), ("raw", "‡")):   # a logistic figure under a raw heading
+        report = build_report([run], published=figures, plcc=plcc, resamples=200)
+        table = report.paper[0]
+        column = table.columns.index("report-score PLCC")
+        mine = next(r for r in table.rows if r[0] == "report-scripted")
+        theirs = next(r for r in table.rows if r[0] == "Paper-Model")
+        measured = metrics["plcc_logistic" if plcc == "logistic" else "plcc"]
+        assert mine[column] == f"{measured:.3f}" and mine[1] == "measured"
+        assert theirs[column] == f"0.877{mark}" and theirs[1].startswith("published")
+        assert theirs[column + 1] == "0.812"
     markdown = render_markdown(report, "figures")
-    row = next(line for line in markdown.splitlines() if "Paper-Model" in line)
-    assert "*0.8765*" in row and "*0.8123*" in row and "PLCC logistic" in row
-    header = next(line for line in markdown.splitlines() if line.startswith("| model"))
-    cells = [c.strip() for c in header.strip("|").split("|")]
-    assert row.strip("|").split("|")[cells.index("plcc_logistic")].strip() == "*0.8765*"
+    assert markdown.startswith("# qbench report")
+    assert "**PLCC (raw) / SRCC per dataset**" in markdown
+    assert markdown.index("Paper-Model") < markdown.index("## Measured results")
     assert 'class="published"' in render_html(report)
 
 
