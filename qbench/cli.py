@@ -27,7 +27,7 @@ INCLUDE_HELP = ("Python or task YAML file, or a folder of them, defining extra t
 # Modules that add their own verbs: each defines add_parser(subparsers), whose parser sets
 # `func(args, console) -> exit code`. Heavy imports stay inside those functions.
 VERB_MODULES: tuple[str, ...] = ("qbench.datacheck", "qbench.trainer.cli", "qbench.compare",
-                                 "qbench.report")
+                                 "qbench.report", "qbench.score_images")
 
 
 
@@ -54,6 +54,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: finished samples are saved; run the same command "
                       "again to resume[/]")
         return 130
+    if not result.main:   # a launcher's other ranks: rank 0 reports for all
+        return result.exit_code
     for outcome in result.outcomes:
         if outcome.skipped:
             console.print(f"[yellow]skipped[/] {outcome.task}: {escape(outcome.skipped)}",

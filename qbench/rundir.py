@@ -11,6 +11,9 @@
     <run>/errors.log         the first traceback of each model failure (runs append)
     <run>/predictions.rejected.jsonl   lines of predictions.jsonl that were not records, set aside
     <run>/.lock              held (flock) while a command writes the folder
+    <run>/predictions.rank<r>.jsonl   a launcher rank's own records while a distributed run is
+                             on (rank 0 folds them into predictions.jsonl; a dead run's are
+                             folded when it is run again)
 
 Every reader applies one rule to predictions.jsonl: a line counts when it is a JSON object with
 a task, a sample id and a known status; a later record of a sample replaces an earlier one; any
@@ -40,6 +43,7 @@ from .task import DataError
 SCHEMA_VERSION = 2
 MANIFEST, PREDICTIONS, METRICS = "manifest.json", "predictions.jsonl", "metrics.json"
 ERRORS, REJECTED, LOCK = "errors.log", "predictions.rejected.jsonl", ".lock"
+RANK_PREDICTIONS = "predictions.rank{rank}.jsonl"   # per launcher rank while a run is on
 STATUSES = frozenset(get_args(Status))
 
 
@@ -211,17 +215,18 @@ class PredictionLog:
     is rewritten without the lines that were not records, which go to the side file), new
     records are appended and flushed per batch."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, known: dict[tuple[str, str], dict[str, Any]] | None = None):
+        """`known`: records finished elsewhere (a rank's log knows rank 0's), never rewritten."""
         self.path = path
         found = PredictionRows.read(path)
-        self.rows = found.rows
+        self.rows = dict(known or {}) | found.rows
         self.notes = [n for n in [found.note(path, moved=True)] if n]
         if found.bad:
             with path.with_name(REJECTED).open("a", encoding="utf-8") as side:
                 for number, text in found.bad:
                     side.write(json.dumps({"line": number, "text": text, "set_aside": now()}) + "\n")
             write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
-                                     for r in self.rows.values()))
+                                     for r in found.rows.values()))
         self._file = path.open("a", encoding="utf-8")
 
     def done(self, task: str) -> set[str]:
@@ -240,6 +245,12 @@ class PredictionLog:
 
     def close(self) -> None:
         self._file.close()
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ------------------------------------------------------------------------------ one folder
@@ -285,6 +296,25 @@ class RunFolder:
 
     def open_log(self) -> PredictionLog:
         return PredictionLog(self.file(PREDICTIONS))
+
+    def rank_log(self, rank: int) -> PredictionLog:
+        """A launcher rank's own log; it knows what rank 0's log holds, and writes only its own."""
+        return PredictionLog(self.file(RANK_PREDICTIONS.format(rank=rank)),
+                             known=PredictionRows.read(self.file(PREDICTIONS)).rows)
+
+    def fold_rank_logs(self, log: PredictionLog, *, remove: bool) -> list[str]:
+        """Copy the records of every rank's log (this run's, or a dead earlier run's) that the
+        run's log does not hold yet into it; `remove` the rank logs once no rank writes them.
+        Returns notes on lines that were not records."""
+        notes = []
+        for path in sorted(self.path.glob(RANK_PREDICTIONS.format(rank="*"))):
+            found = PredictionRows.read(path)
+            log.write([row for key, row in found.rows.items() if log.rows.get(key) != row])
+            note = found.note(path, moved=False)
+            notes += [note] if note else []
+            if remove:
+                path.unlink()
+        return notes
 
     def record_error(self, heading: str, trace: str) -> Path:
         path = self.file(ERRORS)

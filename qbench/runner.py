@@ -29,7 +29,8 @@ from .options import (fraction, model_args, names, option, paths, positive, task
 from .options import shard as shard_of
 from .records import Prediction, Sample
 from .registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
-from .results import rebuild_leaderboard
+from .distributed import Ranks, launched, on_main
+from .results import LEADERBOARD, rebuild_leaderboard
 from .rundir import (SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunView,
                      now, truth_of)
 from .scoring import Conventions, Scored, evaluate, intervals
@@ -116,6 +117,7 @@ class RunResult:
     leaderboard: Path
     outcomes: list[TaskOutcome]
     notes: list[str] = field(default_factory=list)
+    main: bool = True   # rank 0 of a launcher (or the only process): the one that reports
 
     @property
     def ran(self) -> list[TaskOutcome]:
@@ -131,11 +133,14 @@ class RunResult:
 
 
 def expand_tasks(names: list[str]) -> list[str]:
-    """`all` means every registered task that takes part in full runs (demos excluded)."""
+    """`all` means every registered task that takes part in full runs (demos excluded); a name
+    ending .yaml/.yml is a task file, registered under the name it defines."""
+    from .registry import include_task_file, is_task_file
     load_plugins()
     out: list[str] = []
     for name in names:
-        chosen = [t for t, cls in sorted(TASKS.items()) if cls.in_all] if name == "all" else [name]
+        chosen = ([t for t, cls in sorted(TASKS.items()) if cls.in_all] if name == "all" else
+                  [include_task_file(name)] if is_task_file(name) else [name])
         out += [t for t in chosen if t not in out]
     return out
 
@@ -156,11 +161,18 @@ def run_id(model: str, settings: dict[str, Any], split: str | None, limit: int |
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}{suffix}"
 
 
+def part(samples: list[Sample], index: int, count: int) -> list[Sample]:
+    """Part `index` of `count` (a stable hash of the sample id): the partition of shards and of
+    launcher ranks alike."""
+    if count == 1:
+        return samples
+    return [s for s in samples if mf.stable_hash(f"{s.task}/{s.id}") % count == index]
+
+
 def select(samples: list[Sample], config: RunConfig) -> list[Sample]:
-    """The shard's part (a stable hash of the sample id), then the first `limit`."""
+    """The shard's part, then the first `limit`."""
     if config.shard:
-        index, count = config.shard
-        samples = [s for s in samples if mf.stable_hash(f"{s.task}/{s.id}") % count == index]
+        samples = part(samples, *config.shard)
     return samples[:config.limit] if config.limit is not None else samples
 
 
@@ -264,13 +276,16 @@ def predict_batch(model: Model, batch: list[Sample], images: list, folder: RunFo
 
 
 def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, config: RunConfig,
-             progress: Progress, folder: RunFolder) -> dict[str, Any]:
+             progress: Progress, folder: RunFolder, ranks: Ranks) -> dict[str, Any]:
+    """This rank's part of a task predicted (resuming where the log says), then, on rank 0,
+    every rank's records gathered and the task scored. Every rank returns the metrics."""
     samples = select(data.samples, config)
+    mine = part(samples, ranks.rank, ranks.world)
     done = log.done(task.name)
-    todo = [s for s in samples if s.id not in done]
-    bar = progress.add_task(f"{task.name:<18}", total=len(samples), completed=len(samples) - len(todo))
+    todo = [s for s in mine if s.id not in done]
+    bar = progress.add_task(f"{task.name:<18}", total=len(mine), completed=len(mine) - len(todo))
     by_id = {s.id: s for s in todo}
-    budget = FailureBudget(len(samples), config.max_failure_rate)
+    budget = FailureBudget(len(mine), config.max_failure_rate)
     for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
                                   workers=config.workers, max_pixels=config.max_pixels):
         rows = [Prediction.failure(by_id[sid], "image_error", err).to_json()
@@ -282,11 +297,17 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
         progress.advance(bar, len(rows))
         if budget.exceeded:
             break
-    scored = Scored.of(task.name, task.kind, samples, log.predictions(task.name),
-                       Conventions(model.lower_better, model.convention().score_range,
-                                   bool(data.lower_better)))
-    return score_task(scored, data.describe(), config.ci_resamples, config.seed,
-                      budget.reason() if budget.exceeded else None, config.max_failure_rate)
+    ranks.barrier()   # every rank's part is written
+
+    def gather_and_score() -> dict[str, Any]:
+        log.notes += folder.fold_rank_logs(log, remove=False)
+        scored = Scored.of(task.name, task.kind, samples, log.predictions(task.name),
+                           Conventions(model.lower_better, model.convention().score_range,
+                                       bool(data.lower_better)))
+        stopped = budget.reason() if budget.exceeded else None
+        return score_task(scored, data.describe(), config.ci_resamples, config.seed, stopped,
+                          config.max_failure_rate)
+    return ranks.main_does(gather_and_score)
 
 
 def score_task(scored: Scored, facts: dict[str, Any], resamples: int, seed: int,
@@ -325,8 +346,13 @@ def new_manifest(run_dir: Path, config: RunConfig, model: Model, old: Manifest |
 
 def run(config: RunConfig, console: Console | None = None) -> RunResult:
     """Run one model over the configured tasks; raises ModelError/RegistryError/DataError on
-    setup problems, records per-sample problems in the predictions and metrics."""
-    console = console or Console(stderr=True)
+    setup problems, records per-sample problems in the predictions and metrics. Under a
+    launcher (torchrun, accelerate launch) every rank calls this; they share the work."""
+    with launched() as ranks:
+        return run_ranks(config, console or Console(stderr=True), ranks)
+
+
+def run_ranks(config: RunConfig, console: Console, ranks: Ranks) -> RunResult:
     for path in config.include:
         include(path)
     task_names = expand_tasks(config.tasks)
@@ -334,67 +360,92 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
     if unknown:
         raise RegistryError(f"--task-arg for {', '.join(unknown)}, which this run does not "
                             f"include (tasks: {', '.join(task_names)})")
+    if ranks.parallel and config.shard:
+        raise ValueError("--shard under a launcher: its ranks already split every task; "
+                         "launch one run, or shard without the launcher")
     tasks = [get_task(name, config.task_options.get(name)) for name in task_names]
     if not 0 <= config.max_failure_rate <= 1:
         raise ValueError(f"max_failure_rate must be between 0 and 1, got {config.max_failure_rate}")
     model = create_model(config.model, ModelConfig(
-        model_path=config.model_path, device=config.device, batch_size=config.batch_size,
-        seed=config.seed, options=config.model_options, workers=config.workers))
+        model_path=config.model_path, device=ranks.device(config.device),
+        batch_size=config.batch_size, seed=config.seed, options=config.model_options,
+        workers=config.workers))
     try:
         folder = RunFolder(config.output_dir / (config.run_name or run_id(
             config.model, model.settings(), config.split, config.limit, config.shard,
             config.task_options)))
-        with folder.lock(wait=config.wait):
-            outcomes, notes = run_locked(folder, tasks, model, config, console)
+        with on_main(ranks, folder.lock(wait=config.wait)):
+            outcomes, notes = run_locked(folder, tasks, model, config, console, ranks)
     finally:
         model.close()
-    leaderboard, board_notes = rebuild_leaderboard(config.output_dir)
-    return RunResult(folder.path, leaderboard, outcomes, notes + board_notes)
+    leaderboard = config.output_dir / LEADERBOARD
+    if ranks.main:
+        leaderboard, board_notes = rebuild_leaderboard(config.output_dir)
+        notes += board_notes
+    return RunResult(folder.path, leaderboard, outcomes, notes, ranks.main)
 
 
 def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunConfig,
-               console: Console) -> tuple[list[TaskOutcome], list[str]]:
-    old = folder.manifest() if folder.exists else None
-    manifest = new_manifest(folder.path, config, model, old)
-    if old is not None:
-        differ = [key for key, value in old.identity().items() if manifest.identity()[key] != value]
-        if differ:
-            raise DataError(f"{folder.path} holds a run of other settings: its "
-                            f"{', '.join(differ)} differ; use another --run-name or --output")
-    all_metrics = folder.metrics()
+               console: Console, ranks: Ranks) -> tuple[list[TaskOutcome], list[str]]:
+    def start() -> tuple[Manifest, dict[str, dict[str, Any]], list[str]]:
+        old = folder.manifest() if folder.exists else None
+        manifest = new_manifest(folder.path, config, model, old)
+        if old is not None:
+            differ = [k for k, v in old.identity().items() if manifest.identity()[k] != v]
+            if differ:
+                raise DataError(f"{folder.path} holds a run of other settings: its "
+                                f"{', '.join(differ)} differ; use another --run-name or --output")
+        with folder.open_log() as log:   # a dead distributed run's rank logs, folded first
+            notes = folder.fold_rank_logs(log, remove=True) + log.notes
+        return manifest, folder.metrics(), notes
+
+    manifest, all_metrics, notes = ranks.main_does(start)
     outcomes: list[TaskOutcome] = []
-    log = folder.open_log()
+    log = folder.open_log() if ranks.main else folder.rank_log(ranks.rank)
     try:
-        with _progress(console, config.progress) as progress:
+        with _progress(console, config.progress and ranks.main) as progress:
             for task in tasks:
                 data = prepare_task(task, config, model)
-                if isinstance(data, str):
-                    outcomes.append(TaskOutcome(task.name, skipped=data))
+
+                def admit() -> str | None:
+                    """Why rank 0 skips the task (then every rank does), else None."""
+                    if isinstance(data, str):
+                        return data
+                    fingerprint = mf.fingerprint_samples(data.samples)
+                    if manifest.tasks.get(task.name, {}).get("data_fingerprint") not in (None, fingerprint):
+                        return (f"its data changed since {folder.path} was started (samples or "
+                                "ground truth differ): finished predictions would not match; use "
+                                "--run-name or --output for a new run")
+                    manifest.tasks[task.name] = {
+                        "kind": task.kind, **data.describe(), "truth_meta": list(task.truth_meta),
+                        "n_selected": len(select(data.samples, config)),
+                        "data_fingerprint": fingerprint}
+                    folder.write_manifest(manifest)
+                    return None
+                skipped = ranks.main_does(admit)
+                if skipped is not None:
+                    outcomes.append(TaskOutcome(task.name, skipped=skipped))
                     continue
-                fingerprint = mf.fingerprint_samples(data.samples)
-                before = manifest.tasks.get(task.name, {}).get("data_fingerprint")
-                if before not in (None, fingerprint):
-                    outcomes.append(TaskOutcome(task.name, skipped=(
-                        f"its data changed since {folder.path} was started (samples or ground "
-                        "truth differ): finished predictions would not match; use --run-name or "
-                        "--output for a new run")))
-                    continue
-                manifest.tasks[task.name] = {
-                    "kind": task.kind, **data.describe(), "truth_meta": list(task.truth_meta),
-                    "n_selected": len(select(data.samples, config)),
-                    "data_fingerprint": fingerprint}
-                folder.write_manifest(manifest)
+                assert not isinstance(data, str)
                 started = time.perf_counter()
-                metrics = run_task(task, data, model, log, config, progress, folder)
+                metrics = run_task(task, data, model, log, config, progress, folder, ranks)
                 metrics["wall_s"] = round(time.perf_counter() - started, 3)
                 all_metrics[task.name] = metrics
-                folder.write_metrics(all_metrics)
+                if ranks.main:
+                    folder.write_metrics(all_metrics)
                 outcomes.append(TaskOutcome(task.name, metrics=metrics))
     finally:
         log.close()
-    manifest.finished = now()
-    folder.write_manifest(manifest)
-    return outcomes, log.notes
+    ranks.barrier()   # every rank's log is closed: rank 0 may remove them
+
+    def finish() -> None:
+        if ranks.parallel:
+            with folder.open_log() as gathered:
+                folder.fold_rank_logs(gathered, remove=True)
+        manifest.finished = now()
+        folder.write_manifest(manifest)
+    ranks.main_does(finish)
+    return outcomes, notes + log.notes
 
 
 # ------------------------------------------------------------------------ merging shards

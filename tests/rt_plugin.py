@@ -63,7 +63,8 @@ class RoundTripComparison(Task):
 class RoundTripModel(Model):
     """Answers from the truth plus noise, seeded per sample; `lower` scores lower-is-better;
     `crash` raises on every batch (a typo in predict); `delay` seconds per batch; `log` a file
-    that records every sample id it is asked about."""
+    that records every sample id it is asked about; `die_rank` / `die_after`: that launcher rank
+    exits hard after that many batches, the first time only (a `.died` file beside `log`)."""
 
     name = "rt-model"
     kinds = frozenset({"score", "degradation", "comparison"})
@@ -75,6 +76,14 @@ class RoundTripModel(Model):
 
     def predict(self, samples, images):
         time.sleep(float(self.config.options.get("delay", 0)))
+        self.batches = getattr(self, "batches", 0) + 1
+        dies = self.config.options.get("die_rank")   # a launcher rank that dies mid-run, once
+        marker = Path(str(self.config.options.get("log"))).with_suffix(".died")
+        if dies is not None and int(os.environ.get("RANK", 0)) == int(dies) \
+                and self.batches > int(self.config.options.get("die_after", 0)) \
+                and not marker.exists():
+            marker.touch()
+            os._exit(9)
         if self.config.options.get("log"):
             with open(self.config.options["log"], "a") as f:
                 f.writelines(f"{s.id}\n" for s in samples)

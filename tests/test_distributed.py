@@ -1,0 +1,70 @@
+"""Data-parallel runs on a launcher: `torchrun --nproc_per_node 2 -m qbench run` on the CPU
+(gloo) gives one run folder whose metrics are those of a single process, and a rank that dies
+leaves predictions the same command resumes from."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PLUGIN = Path(__file__).with_name("rt_plugin.py")
+TASKS = "rt-score,rt-degradation,rt-comparison"
+
+
+def qbench(root: Path, output: str, *extra: str, ranks: int = 1) -> subprocess.CompletedProcess:
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
+                 "--master_port", str(29500 + os.getpid() % 1000)] if ranks > 1 else [sys.executable])
+    cmd = [*launcher, "-m", "qbench", "--include", str(PLUGIN), "run", "--model", "rt-model",
+           "--tasks", TASKS, "--output", str(root / output), "--batch-size", "3", "--ci", "200",
+           "--no-progress", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"OMP_NUM_THREADS": "1", "RT_ROOT": str(root)})
+
+
+def metrics_of(root: Path, output: str) -> dict:
+    (folder,) = (root / output).glob("rt-model-*")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {task: {k: v for k, v in m.items() if k != "wall_s"} for task, m in metrics.items()}
+
+
+def test_two_ranks_make_one_run_folder_with_the_single_process_metrics(tmp_path):
+    (tmp_path / "rt.json").write_text(json.dumps({"n": 31, "seed": 3, "lower_better": True}))
+    single = qbench(tmp_path, "single")
+    assert single.returncode == 0, single.stderr
+    double = qbench(tmp_path, "double", ranks=2)
+    assert double.returncode == 0, double.stderr
+    assert metrics_of(tmp_path, "double") == metrics_of(tmp_path, "single")   # intervals included
+    (folder,) = (tmp_path / "double").glob("rt-model-*")
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 * 31 and len({(r["task"], r["sample_id"]) for r in rows}) == 3 * 31
+    assert not list(folder.glob("predictions.rank*"))
+    assert double.stdout.count("rt-score") == 1   # rank 0 alone reports
+    assert "--shard under a launcher" in qbench(tmp_path, "x", "--shard", "0/2", ranks=2).stderr
+
+
+def test_a_rank_that_dies_leaves_predictions_the_rerun_resumes(tmp_path):
+    (tmp_path / "rt.json").write_text(json.dumps({"n": 40, "seed": 4, "lower_better": False}))
+    calls = tmp_path / "calls"
+    dying = qbench(tmp_path, "out", "--run-name", "r", "--model-arg", f"log={calls}",
+                   "--model-arg", "die_rank=1", "--model-arg", "die_after=3", ranks=2)
+    assert dying.returncode != 0
+    folder = tmp_path / "out" / "r"
+    left = [json.loads(line) for path in folder.glob("predictions*.jsonl")
+            for line in path.read_text().splitlines()]
+    assert left and len(left) < 120
+    asked_before = calls.read_text().split()
+    rerun = qbench(tmp_path, "out", "--run-name", "r", "--model-arg", f"log={calls}",
+                   "--model-arg", "die_rank=1", "--model-arg", "die_after=3", ranks=2)
+    assert rerun.returncode == 0, rerun.stderr
+    asked_after = calls.read_text().split()[len(asked_before):]
+    assert not {r["sample_id"] for r in left} & set(asked_after)   # finished work kept
+    rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines()]
+    assert len({(r["task"], r["sample_id"]) for r in rows}) == 120 == len(rows)
+    assert not list(folder.glob("predictions.rank*"))
+    clean = qbench(tmp_path, "clean", "--run-name", "r", "--model-arg", f"log={calls}",
+                   "--model-arg", "die_rank=1", "--model-arg", "die_after=3")
+    assert clean.returncode == 0
+    assert json.loads((folder / "metrics.json").read_text())["rt-score"]["srcc"] == \
+        json.loads((tmp_path / "clean" / "r" / "metrics.json").read_text())["rt-score"]["srcc"]
