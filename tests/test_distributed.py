@@ -68,3 +68,16 @@ def test_a_rank_that_dies_leaves_predictions_the_rerun_resumes(tmp_path):
     assert clean.returncode == 0
     assert json.loads((folder / "metrics.json").read_text())["rt-score"]["srcc"] == \
         json.loads((tmp_path / "clean" / "r" / "metrics.json").read_text())["rt-score"]["srcc"]
+
+
+def test_each_launcher_rank_gets_its_own_vllm_gpus():
+    """vLLM data parallel under a launcher: rank r's engine sees GPUs r*tp .. r*tp+tp-1."""
+    import pytest
+
+    from qbench.backends.vlm import rank_gpus
+    from qbench.model import ModelError
+    assert rank_gpus(0, 2, "0,1,2,3") == "0,1" and rank_gpus(1, 2, "0,1,2,3") == "2,3"
+    assert rank_gpus(2, 1, "4,5,6") == "6"
+    with pytest.raises(ModelError, match=r"launcher rank 1 needs GPUs 2..3 for "
+                                         r"tensor_parallel_size 2; 3 visible"):
+        rank_gpus(1, 2, "0,1,2")

@@ -8,6 +8,8 @@ decodes. Needs transformers >= 4.56 (`from_pretrained(dtype=...)`, Qwen2.5-VL `l
 """
 from __future__ import annotations
 
+import os
+
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -291,6 +293,29 @@ class VLLMSettings:
     load_format: str = "auto"  # "dummy": random weights from config.json (benchmarks)
 
 
+def rank_gpus(local_rank: int, per_rank: int, visible: str | None) -> str:
+    """The GPUs of one launcher rank: its own `per_rank` consecutive devices among those
+    visible ("0,1,2,3" or all)."""
+    import torch
+    devices = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+    mine = devices[local_rank * per_rank:(local_rank + 1) * per_rank]
+    if len(mine) < per_rank:
+        raise ModelError(f"launcher rank {local_rank} needs GPUs {local_rank * per_rank}.."
+                         f"{(local_rank + 1) * per_rank - 1} for tensor_parallel_size {per_rank}; "
+                         f"{len(devices)} visible: launch fewer processes per node")
+    return ",".join(mine)
+
+
+def restrict_to_rank_gpus(per_rank: int) -> None:
+    """Under a launcher (torchrun, accelerate launch) each rank runs its own vLLM engine, data
+    parallel, on its own `tensor_parallel_size` GPUs: vLLM places its workers on the first
+    visible devices, so the rank's slice is made the visible set before vLLM starts."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        os.environ["CUDA_VISIBLE_DEVICES"] = rank_gpus(
+            int(os.environ.get("LOCAL_RANK", "0")), per_rank,
+            os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
 class VLLMGenerator:
     """vLLM's offline `LLM` engine. vLLM is an optional extra, imported only here."""
 
@@ -302,6 +327,7 @@ class VLLMGenerator:
                              "vllm (qbench's 'vllm' extra)") from None
         self._vllm = vllm
         self.processor = processor
+        restrict_to_rank_gpus(settings.tensor_parallel_size)
         kwargs: dict[str, Any] = {
             "model": str(path), "tokenizer": str(path), "seed": seed, "dtype": settings.dtype,
             "tensor_parallel_size": settings.tensor_parallel_size,
