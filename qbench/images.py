@@ -33,9 +33,12 @@ class ImageError(Exception):
 
 
 def to_rgb8(image: Image.Image) -> Image.Image:
-    """8-bit RGB. 16-bit greyscale ("I;16*", and "I" holding 16-bit values) is scaled by 1/257
-    so that 65535 maps to 255; 32-bit integers by their full range; float images in [0, 1] by
-    255 (other floats are taken as 0-255 values)."""
+    """8-bit RGB (an RGB image is returned as it is, not copied). 16-bit greyscale ("I;16*",
+    and "I" holding 16-bit values) is scaled by 1/257 so that 65535 maps to 255; 32-bit
+    integers by their full range; float images in [0, 1] by 255 (other floats are taken as
+    0-255 values)."""
+    if image.mode == "RGB":
+        return image
     if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
         values = np.asarray(image, dtype=np.float64)
         if image.mode == "F":
@@ -63,14 +66,20 @@ def load_image(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     """Decode an image fully into 8-bit RGB (downscaled when the task's protocol says so), or
     raise ImageError naming the path and the cause."""
     try:
-        with Image.open(path) as im:
-            width, height = im.size
-            if width * height > max_pixels:
-                raise ImageError(f"image too large: {path} is {width}x{height} = "
-                                 f"{width * height / 1e6:.1f} MP, over the limit of "
-                                 f"{max_pixels / 1e6:g} MP (--max-pixels)")
+        # not `with`: closing an image frees its pixels; load() closes the file itself
+        im = Image.open(path)
+        width, height = im.size
+        if width * height > max_pixels:
+            im.close()
+            raise ImageError(f"image too large: {path} is {width}x{height} = "
+                             f"{width * height / 1e6:.1f} MP, over the limit of "
+                             f"{max_pixels / 1e6:g} MP (--max-pixels)")
+        try:
             im.load()
-            image = to_rgb8(im)
+        except BaseException:
+            im.close()
+            raise
+        image = to_rgb8(im)
     except FileNotFoundError:
         raise ImageError(f"image not found: {path}") from None
     except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError) as exc:
