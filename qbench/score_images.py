@@ -1,0 +1,472 @@
+"""`qbench score`: score image files, folders and list files with any model that answers score
+questions; no ground truth needed. One row per image: its score, status and error, and the
+model's text (a VLM's answer with its reasoning), written as CSV, Parquet or JSONL.
+
+    scores.csv                output, rewritten atomically from the log when a command ends
+    scores.csv.qbench/        its work folder, a qbench.rundir folder:
+      manifest.json             the model and settings that wrote the log (others are refused)
+      predictions.jsonl         one record per image, flushed per batch: what a rerun resumes from
+      .lock, errors.log, predictions.rejected.jsonl   as in a run folder
+
+Images go through the run's machinery: batches decoded ahead in the prefetch pool
+(qbench.images), `predict_batch` and `FailureBudget` for model errors, `select` for `--shard`.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.markup import escape
+
+from . import manifest as mf
+from .images import prefetch_batches
+from .model import Model, ModelConfig, ModelError
+from .options import add_options, from_args, option
+from .records import Prediction, Sample
+from .registry import create_model, include, model_class
+from .rundir import LOCK, Manifest, PredictionLog, RunFolder, locked, now
+from .runner import FailureBudget, RunConfig, _progress, predict_batch, select
+from .task import DataError
+
+TASK = "images"   # every sample's task: what the shard hash and precomputed's `task` column see
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff",
+                  ".webp")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+WORK_SUFFIX = ".qbench"
+COLUMNS = {"image": "string", "score": "float64", "status": "string", "error": "string",
+           "text": "string", "latency_s": "float64"}
+
+
+def shared(name: str, **flag_changes: Any) -> Any:
+    """RunConfig's field `name`, for another verb's config: the same flag, parser and default
+    (declared once, in RunConfig); `flag_changes` only reword its help for that verb."""
+    source = next(f for f in dataclasses.fields(RunConfig) if f.name == name)
+    meta = {"flag": dataclasses.replace(source.metadata["flag"], **flag_changes)}
+    if source.default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=source.default_factory, metadata=meta)
+    return dataclasses.field(default=source.default, metadata=meta)
+
+
+@dataclass
+class ScoreConfig:
+    """What `qbench score` does. Each field but `paths` (the positional PATHs) is its option;
+    those it shares with `qbench run` are RunConfig's fields and parse exactly as there."""
+
+    paths: list[Path] = field(default_factory=list)
+    output: Path = option(Path("scores.csv"), flag="--output", parse=Path, metavar="FILE",
+                          help="a .csv, .parquet or .jsonl file (with --shard i/n, its name gets "
+                               "-shard<i>of<n>); its log stays beside it in FILE.qbench/")
+    model: str = shared("model")
+    model_path: Path | None = shared("model_path")
+    model_options: dict[str, Any] = shared("model_options")
+    batch_size: int = shared("batch_size")
+    workers: int = shared("workers")
+    device: str = shared("device")
+    seed: int = shared("seed")
+    shard: tuple[int, int] | None = shared(
+        "shard", help="this process's part of the images (a stable hash of each path, as in run)")
+    limit: int | None = shared("limit", help="the first N images (of this shard)")
+    max_pixels: int = shared("max_pixels")
+    max_failure_rate: float = shared(
+        "max_failure_rate", help="share of the images that may be model errors before the "
+                                 "command stops and exits 1")
+    include: list[Path] = shared("include")
+    progress: bool = shared("progress")
+    wait: bool = shared("wait", help="if another command is writing the same output, wait for "
+                                     "it instead of refusing")
+
+
+@dataclass
+class ScoreResult:
+    output: Path
+    model: str
+    images: int                 # images of this command (after --shard and --limit)
+    statuses: Counter[str]      # status -> images, over the output's rows
+    first_errors: dict[str, str]   # status -> the first image's error
+    resumed: int                # images whose row an earlier command wrote
+    lower_better: bool
+    score_range: tuple[float, float] | None
+    failure: str | None = None  # why the command failed, or None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scored(self) -> int:
+        return self.statuses.get("ok", 0)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failure else 0
+
+
+# ------------------------------------------------------------------------------ the images
+
+@dataclass
+class ImageList:
+    paths: list[str]            # absolute, each once, in the order found
+    notes: list[str] = field(default_factory=list)
+
+
+def find_images(inputs: Sequence[Path]) -> ImageList:
+    """The images of PATH arguments: an image file; a folder, searched recursively; a list file
+    (.txt, .lst, .list). A missing path, a folder without images or an empty list is a DataError.
+    Listed images are not opened here: a missing or corrupt one is a counted image error."""
+    if not inputs:
+        raise DataError("qbench score: give the images, folders or list files to score")
+    found: list[str] = []
+    others: list[str] = []
+    unreadable: list[str] = []
+    for given in inputs:
+        path = Path(given).expanduser()
+        if path.is_dir():
+            images = images_in_folder(path, others, unreadable)
+            if not images:
+                raise DataError(f"no images in {path} (searched its sub-folders for "
+                                f"{', '.join(IMAGE_SUFFIXES)})")
+            found += images
+        elif path.is_file():
+            found += (images_in_list(path) if path.suffix.lower() in LIST_SUFFIXES
+                      else [os.path.abspath(path)])
+        else:
+            raise DataError(f"no such image, folder or list file: {path}")
+    unique = list(dict.fromkeys(found))
+    notes = []
+    if len(unique) < len(found):
+        notes.append(f"{len(found) - len(unique)} image paths were given more than once; each "
+                     "image is scored once")
+    if others:
+        notes.append(f"{len(others)} file(s) in the folders are not images by their suffix, "
+                     f"left out (e.g. {others[0]})")
+    if unreadable:
+        notes.append(f"{len(unreadable)} sub-folder(s) could not be read, left out (e.g. "
+                     f"{unreadable[0]})")
+    return ImageList(unique, notes)
+
+
+def images_in_folder(folder: Path, others: list[str], unreadable: list[str]) -> list[str]:
+    """Every image under `folder` (by suffix, any case) in sorted order, sub-folders after the
+    folder's own files; hidden files and folders (.name) are left out. Files that are not
+    images and folders that cannot be read are appended to `others` and `unreadable`."""
+    images = []
+
+    def refused(exc: OSError) -> None:
+        unreadable.append(f"{exc.filename}: {exc.strerror}")
+
+    for root, dirs, files in os.walk(os.path.abspath(folder), onerror=refused):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            (images if name.lower().endswith(IMAGE_SUFFIXES) else others).append(
+                os.path.join(root, name))
+    return images
+
+
+def images_in_list(listing: Path) -> list[str]:
+    """A list file's image paths, one per line (blank lines and # comments skipped); a relative
+    path is relative to the list file's folder."""
+    try:
+        lines = listing.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(f"{listing}: not a UTF-8 text file of image paths, one per line") from None
+    base = os.path.dirname(os.path.abspath(listing))
+    paths = [os.path.abspath(os.path.join(base, os.path.expanduser(line.strip())))
+             for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not paths:
+        raise DataError(f"{listing} lists no images (one path per line)")
+    return paths
+
+
+def samples_of(paths: Sequence[str]) -> list[Sample]:
+    """A score question per image; its id is the absolute path (what resume and shards key on)."""
+    return [Sample(id=path, task=TASK, kind="score", images=(path,)) for path in paths]
+
+
+def this_shard(samples: list[Sample], config: ScoreConfig) -> list[Sample]:
+    """The images this process scores: `--shard i/n` by the run's partition (a stable hash of
+    the task and sample id, qbench.runner.select), then the first `--limit`. The one place that
+    splits the work: several processes (or torch.distributed ranks, as shard rank/world size)
+    that call it with their own shard cover every image exactly once."""
+    return select(samples, RunConfig(shard=config.shard, limit=config.limit))
+
+
+# ------------------------------------------------------------------------------ the output
+
+def output_path(config: ScoreConfig) -> Path:
+    """--output, with -shard<i>of<n> before its suffix when sharded (as run folders are named),
+    so the shards of one command never write one file."""
+    output = Path(config.output).expanduser()
+    if config.shard:
+        index, count = config.shard
+        output = output.with_name(f"{output.stem}-shard{index}of{count}{output.suffix}")
+    return output
+
+
+def frame_of(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(COLUMNS)).astype(COLUMNS)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    frame_of(rows).to_csv(path, index=False)
+
+
+def write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    frame_of(rows).to_parquet(path, index=False)
+
+
+def write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                    encoding="utf-8")
+
+
+WRITERS: dict[str, Callable[[list[dict[str, Any]], Path], None]] = {
+    ".csv": write_csv, ".parquet": write_parquet, ".jsonl": write_jsonl}
+
+
+def writer_for(output: Path) -> Callable[[list[dict[str, Any]], Path], None]:
+    """The writer of the output's format, checked before any image is scored."""
+    suffix = output.suffix.lower()
+    if suffix not in WRITERS:
+        raise ValueError(f"--output {output}: unknown format {suffix or '(no suffix)'}; name a "
+                         f".csv, .parquet or .jsonl file")
+    if suffix == ".parquet" and not any(importlib.util.find_spec(engine)
+                                        for engine in ("pyarrow", "fastparquet")):
+        raise ValueError(f"--output {output}: writing Parquet needs pyarrow (pip install pyarrow)")
+    return WRITERS[suffix]
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` a temporary file beside `path`, then rename it over `path`: a reader or a kill
+    never meets half a file. (manifest.write_text does this for text; writers here are pandas'.)"""
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 would hide the output from others
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def work_folder(output: Path) -> RunFolder:
+    """The output's work folder, made if new. An existing output that has none is not ours: it
+    is never overwritten."""
+    folder = RunFolder(output.with_name(output.name + WORK_SUFFIX))
+    if output.is_dir():
+        raise DataError(f"--output {output} is a folder: name a .csv, .parquet or .jsonl file")
+    if output.exists() and not folder.path.is_dir():
+        raise DataError(f"{output} exists and was not written by qbench score (there is no "
+                        f"{folder.path.name} beside it): choose another --output or remove it")
+    folder.path.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def output_rows(samples: Sequence[Sample], log_rows: dict[tuple[str, str], dict[str, Any]],
+                unscored: str) -> list[dict[str, Any]]:
+    """One row per image in the order given; an image without a record (the command stopped
+    before it) is `missing`, with `unscored` as its error."""
+    answer_columns = [c for c in COLUMNS if c != "image"]
+    rows = []
+    for sample in samples:
+        record = log_rows.get((TASK, sample.id)) or Prediction.failure(
+            sample, "missing", unscored).to_json()
+        rows.append({"image": sample.images[0]} | {c: record.get(c) for c in answer_columns})
+    return rows
+
+
+# ------------------------------------------------------------------------------ scoring
+
+def refuse_unless_scores(model: str, kinds: frozenset[str] | None) -> None:
+    if kinds is not None and "score" not in kinds:
+        raise ModelError(f"model {model} does not answer score questions (it answers "
+                         f"{', '.join(sorted(kinds)) or 'none'}); qbench score needs one that does")
+
+
+def score_images(config: ScoreConfig, console: Console | None = None) -> ScoreResult:
+    """Score the images of `config.paths` into `config.output` (see the module's docstring).
+    Setup problems raise DataError, ModelError or ValueError (one line each); per-image
+    problems are rows with their status and error."""
+    console = console or Console(stderr=True)
+    output = output_path(config)
+    write = writer_for(output)
+    if not 0 <= config.max_failure_rate <= 1:
+        raise ValueError(f"--max-failure-rate must be between 0 and 1, got "
+                         f"{config.max_failure_rate}")
+    for path in config.include:
+        include(path)
+    found = find_images(config.paths)
+    samples = this_shard(samples_of(found.paths), config)
+    refuse_unless_scores(config.model, getattr(model_class(config.model), "kinds", None))
+    folder = work_folder(output)
+    with locked(folder.file(LOCK), f"output {output}", wait=config.wait):
+        model = create_model(config.model, ModelConfig(
+            model_path=config.model_path, device=config.device, batch_size=config.batch_size,
+            seed=config.seed, options=config.model_options, workers=config.workers))
+        try:
+            refuse_unless_scores(config.model, model.kinds)
+            result = score_locked(samples, model, config, folder, output, write, console)
+        finally:
+            model.close()
+    if config.shard and not samples:
+        result.notes.append(f"shard {config.shard[0]}/{config.shard[1]} holds none of the "
+                            f"{len(found.paths)} images")
+    result.notes[:0] = found.notes
+    return result
+
+
+def manifest_for(folder: RunFolder, config: ScoreConfig, model: Model, output: Path) -> Manifest:
+    """The work folder's manifest; DataError when its log holds another model's scores."""
+    old = folder.manifest() if folder.exists else None
+    settings = json.loads(json.dumps(model.settings(), default=str))   # as stored
+    if old is not None and (old.model, old.model_settings) != (config.model, settings):
+        raise DataError(f"{output} was started by {old.model} with other settings "
+                        f"({old.model_settings}); its log in {folder.path} would mix two models: "
+                        "choose another --output, or remove both to start over")
+    return Manifest(
+        run_id=output.name, model=config.model, model_settings=settings,
+        model_convention=asdict(model.convention()),
+        config={k: v for k, v in asdict(config).items() if k not in ("progress", "wait")},
+        model_fingerprint=model.fingerprint(), versions=mf.package_versions(),
+        git_commit=mf.git_commit(), started=old.started if old else now())
+
+
+def scored_before(log: PredictionLog) -> set[str]:
+    """Images a rerun skips: the log's records less image errors (a file fixed or synced since
+    costs one decode to try again) and transient model errors (as a run retries them)."""
+    return {sid for sid in log.done(TASK) if log.rows[(TASK, sid)]["status"] != "image_error"}
+
+
+def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folder: RunFolder,
+                 output: Path, write: Callable[[list[dict[str, Any]], Path], None],
+                 console: Console) -> ScoreResult:
+    manifest = manifest_for(folder, config, model, output)
+    folder.write_manifest(manifest)
+    log = folder.open_log()
+    budget = FailureBudget(len(samples), config.max_failure_rate)
+    try:
+        done = scored_before(log)
+        todo = [s for s in samples if s.id not in done]
+        by_id = {s.id: s for s in todo}
+        with _progress(console, config.progress) as progress:
+            bar = progress.add_task(f"{'images':<18}", total=len(samples),
+                                    completed=len(samples) - len(todo))
+            for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
+                                          workers=config.workers, max_pixels=config.max_pixels):
+                rows = [Prediction.failure(by_id[sid], "image_error", error).to_json()
+                        for sid, error in batch.errors.items()]
+                if batch.samples:
+                    rows += predict_batch(model, batch.samples, batch.images, folder, TASK, budget)
+                log.write(rows)
+                progress.advance(bar, len(rows))
+                if budget.exceeded:
+                    break
+    finally:
+        log.close()
+    stopped = budget.reason() if budget.exceeded else None
+    rows = output_rows(samples, log.rows, "not scored: the command stopped early, after more "
+                       "model errors than --max-failure-rate allows")
+    write_atomically(output, lambda tmp: write(rows, tmp))
+    manifest.finished = now()
+    folder.write_manifest(manifest)
+    statuses = Counter(row["status"] for row in rows)
+    done = log.done(TASK)   # leaves out the model errors a rerun tries again
+    retried = sum(1 for s in samples if s.id not in done
+                  and log.rows.get((TASK, s.id), {}).get("status") == "model_error")
+    notes = log.notes + ([f"{retried} images have no score after a model error that may not "
+                          "recur: run the same command again to retry them"] if retried else [])
+    convention = model.convention()
+    return ScoreResult(
+        output=output, model=config.model, images=len(samples), statuses=statuses,
+        first_errors=first_errors(rows), resumed=len(samples) - len(todo),
+        lower_better=convention.lower_better, score_range=convention.score_range,
+        failure=failure_of(statuses, len(samples), stopped, config.max_failure_rate),
+        notes=notes)
+
+
+def first_errors(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """Per failed status, the first row's error (naming its image)."""
+    out: dict[str, str] = {}
+    for row in rows:
+        if row["status"] != "ok" and row["status"] not in out:
+            error = str(row["error"])
+            out[row["status"]] = error if row["image"] in error else f"{row['image']}: {error}"
+    return out
+
+
+def failure_of(statuses: Counter[str], images: int, stopped: str | None,
+               max_failure_rate: float) -> str | None:
+    """Why the command failed, as a run's task fails: model errors past the budget (stopped
+    early, or found at the end with earlier commands' rows), or not one image scored."""
+    errors = statuses.get("model_error", 0)
+    if stopped:
+        return stopped
+    if errors > max_failure_rate * images:
+        return (f"{errors} of {images} images are model errors, more than --max-failure-rate "
+                f"{max_failure_rate:g}")
+    if images and not statuses.get("ok"):
+        return "no image was scored"
+    return None
+
+
+# ------------------------------------------------------------------------------ the verb
+
+def summary_lines(result: ScoreResult) -> list[str]:
+    """What the command prints when it ends (rich markup)."""
+    failed = result.images - result.scored
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.statuses.items())
+                       if status != "ok")
+    resumed = f"; {result.resumed} from an earlier command" if result.resumed else ""
+    lines = [f"scored {result.scored} of {result.images} images, {failed} failed"
+             f"{f' ({counts})' if counts else ''}{resumed}: {escape(str(result.output))}"]
+    scale = (f", on a {result.score_range[0]:g}-{result.score_range[1]:g} scale"
+             if result.score_range else "")
+    lines.append(f"{escape(result.model)} scores: {'lower' if result.lower_better else 'higher'} "
+                 f"is better{scale}")
+    lines += [f"[yellow]{status}: first: {escape(error)}[/]"
+              for status, error in result.first_errors.items()]
+    lines += [f"[yellow]{escape(note)}[/]" for note in result.notes]
+    if result.failure:
+        lines.append(f"[red]qbench: FAILED: {escape(result.failure)}: exit status 1[/]")
+    return lines
+
+
+def cmd_score(args: argparse.Namespace, console: Console) -> int:
+    from .settings import weights_path
+    config = from_args(ScoreConfig, args, paths=[Path(p) for p in args.paths])
+    factory = model_class(config.model)
+    config.model_path = weights_path(config.model, getattr(factory, "weights_folder", None),
+                                     config.model_path)
+    try:
+        result = score_images(config, console)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: scored images are kept; run the same command again "
+                      "to resume[/]")
+        return 130
+    for line in summary_lines(result):
+        console.print(line, soft_wrap=True, highlight=False)
+    return result.exit_code
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "score", help="score image files, folders or list files (no ground truth)",
+        description="One row per image (score, status, error, the model's text) to CSV, Parquet "
+                    "or JSONL; run the same command again to resume.")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="an image, a folder (searched recursively) or a list file (.txt, .lst, "
+                        ".list: one image path per line, relative to the list file)")
+    add_options(p, ScoreConfig)
+    p.set_defaults(func=cmd_score)
