@@ -6,7 +6,9 @@ Checks, each printed, exit status 1 if one fails:
   1. every <img> of report.html is an embedded base64 PNG that decodes;
   2. Chromium loads the page and every image has a natural width > 0 (no broken image), read
      back from a copy of the page with a one-line probe script (the report itself has no script);
-  3. the screenshot is written and is not blank.
+  3. the page opens with the paper table as Chromium lays it out: its first table's header
+     holds the Table 1 datasets' PLCC/SRCC pairs, and it has measured and published rows;
+  4. the screenshot is written and is not blank.
 Needs Debian's `chromium` (apt-get install -y chromium); never touches the network.
 """
 from __future__ import annotations
@@ -32,8 +34,13 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
                   "--disable-component-update", "--disable-sync", "--no-first-run",
                   "--hide-scrollbars"]
 PROBE = ("<script>window.addEventListener('load', () => { const i = [...document.images];"
+         " const t = document.querySelector('table'); const rows = [...t.tBodies[0].rows];"
          " document.title = 'images loaded ' + i.filter(x => x.complete && x.naturalWidth > 0)"
-         ".length + ' of ' + i.length; });</script>")
+         ".length + ' of ' + i.length + '; first table: ' + t.tHead.rows[0].cells.length"
+         " + ' columns, header ' + [...t.tHead.rows[0].cells].slice(2, 4).map(c => c.textContent)"
+         ".join('/') + ', ' + rows.filter(r => r.cells[1].textContent === 'measured').length"
+         " + ' measured, ' + rows.filter(r => r.cells[1].textContent.startsWith('published'))"
+         ".length + ' published rows'; });</script>")
 
 
 class ImageSources(HTMLParser):
@@ -89,10 +96,16 @@ def main() -> int:
         probe.write_text(page.replace("</body>", PROBE + "</body>"), encoding="utf-8")
         dom = chromium(binary, work / "profile", "--virtual-time-budget=10000", "--dump-dom",
                        probe.as_uri())
-        title = re.search(r"<title>(images loaded \d+ of \d+)</title>", dom.stdout)
+        title = re.search(r"<title>(images loaded (\d+) of (\d+); first table: (\d+) columns, "
+                          r"header ([^,]*), (\d+) measured, (\d+) published rows)</title>", dom.stdout)
         outcome = title.group(1) if title else "no result: " + dom.stderr[-300:]
         print(f"chromium page check: {outcome}")
-        loaded_ok = bool(title) and title.group(1) == f"images loaded {len(sizes)} of {len(sizes)}"
+        loaded_ok = bool(title) and title.group(2) == title.group(3) == str(len(sizes))
+        # Table 1's seven datasets and the demo's score task, PLCC/SRCC each, and the mean
+        table_ok = bool(title) and title.group(4) == str(2 + 2 * 9) \
+            and title.group(5) == "KonIQ PLCC/KonIQ SRCC" and int(title.group(6)) >= 1 \
+            and int(title.group(7)) >= 10
+        print(f"paper table laid out: {'yes' if table_ok else 'NO'}")
 
         args.out.parent.mkdir(parents=True, exist_ok=True)
         shot = chromium(binary, work / "profile", f"--window-size={args.width},{args.height}",
@@ -104,7 +117,7 @@ def main() -> int:
     inked = float((pixels < 240).mean())
     print(f"screenshot: {args.out} {pixels.shape[1]}x{pixels.shape[0]}, "
           f"{inked:.1%} of pixels non-white")
-    ok = loaded_ok and inked > 0.02
+    ok = loaded_ok and table_ok and inked > 0.02
     print("all checks passed" if ok else "a check failed")
     return 0 if ok else 1
 
