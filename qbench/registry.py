@@ -1,5 +1,6 @@
 """Registries of tasks and models: decorators for built-ins, Python entry points
-(`qbench.tasks`, `qbench.models`) for installed plugins, and `include(path)` for a user's file."""
+(`qbench.tasks`, `qbench.models`, and `qbench.task_files` naming task YAML files) for installed
+plugins, and `include(path)` for a user's Python or task YAML file."""
 from __future__ import annotations
 
 import importlib
@@ -45,6 +46,13 @@ def register_model(name: str, *, family: bool = False) -> Callable[[M], M]:
 
 
 _loaded = False
+TASK_FILES_GROUP = "qbench.task_files"
+TASK_FILE_SUFFIXES = (".yaml", ".yml")
+
+
+def is_task_file(path: str | Path) -> bool:
+    """A task YAML file (qbench.tasks.yaml_task), by its name."""
+    return str(path).lower().endswith(TASK_FILE_SUFFIXES)
 
 
 def load_plugins() -> None:
@@ -54,10 +62,13 @@ def load_plugins() -> None:
         return
     importlib.import_module("qbench.tasks")
     importlib.import_module("qbench.baselines")
-    for group in ("qbench.tasks", "qbench.models"):
+    for group in ("qbench.tasks", "qbench.models", TASK_FILES_GROUP):
         for entry in metadata.entry_points(group=group):
             try:
-                entry.load()
+                loaded = entry.load()
+                if group == TASK_FILES_GROUP:   # a YAML file or folder, or a package holding them
+                    from qbench.tasks.yaml_task import register_task_files
+                    register_task_files(loaded)
             except Exception as exc:
                 raise RegistryError(f"plugin {entry.name!r} ({entry.value}) failed to load: "
                                     f"{type(exc).__name__}: {exc}") from exc
@@ -69,14 +80,19 @@ _included: set[Path] = set()
 
 
 def include(path: str | Path) -> None:
-    """Import a user's Python file (or every .py file in a folder) so its decorators register.
-    A file already included is not run again (`--include` may come before and after the verb,
-    and again in the run's own settings)."""
+    """Import a user's Python file and register a task YAML file (or every .py, .yaml and .yml
+    file in a folder). A file already included is not run again (`--include` may come before
+    and after the verb, and again in the run's own settings)."""
     path = Path(path).expanduser()
-    files = sorted(path.glob("*.py")) if path.is_dir() else [path]
+    files = (sorted(f for f in path.iterdir() if f.suffix == ".py" or is_task_file(f))
+             if path.is_dir() else [path])
     if not path.exists() or not files:
-        raise RegistryError(f"--include {path}: no such Python file or folder")
+        raise RegistryError(f"--include {path}: no such Python or task YAML file, or folder "
+                            f"of them")
     for file in files:
+        if is_task_file(file):
+            include_task_file(file)
+            continue
         if file.resolve() in _included:
             continue
         _included.add(file.resolve())
@@ -90,6 +106,14 @@ def include(path: str | Path) -> None:
             spec.loader.exec_module(module)
         except Exception as exc:
             raise RegistryError(f"--include {file}: {type(exc).__name__}: {exc}") from exc
+
+
+def include_task_file(path: str | Path) -> str:
+    """Register the task a YAML file defines (after the built-ins, so that a clash with one is
+    seen) and return its name; the same file again is a no-op."""
+    load_plugins()
+    from qbench.tasks.yaml_task import register_task_file
+    return register_task_file(path)
 
 
 def get_task(name: str, options: dict[str, Any] | None = None) -> Task:
