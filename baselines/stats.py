@@ -4,7 +4,8 @@ Cheap image statistics (noise level, sharpness, re-blur, 8×8 blockiness and fla
 luminance) feed one Gaussian per (class, level) cell; class and level are read off the cell
 posterior. The cells are fitted on synthetic degradations of photographs disjoint from the
 demo test photographs (tasks/synthetic.py FIT_PHOTOS), never on test images. The quality
-score is 5 − expected severity under the posterior.
+score is 5 − 4/5 · expected severity under the posterior: severity 0 (none) to 5
+(catastrophic) maps onto the MOS scale [1, 5] the model declares.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ FEATURES = ("log_noise", "sharpness", "blockiness", "p99_luma", "mean_luma", "lo
             "reblur", "flat_blocks")
 FIT_SEED = 12345
 FIT_VERSION = 3
+SCORE_MAPPING = "5 - 0.8 * expected severity"   # in the settings: a new mapping, a new run id
 FIT_CROPS = 6  # crops per fitting photograph: the null class gets one image per crop
 SHRINK = 0.05  # added to every covariance: each cell has only a few dozen fitting images
 
@@ -136,7 +138,7 @@ class StatsModel(Model):
         self.fit = fit_on_disjoint_photos()
 
     def settings(self) -> dict:
-        return super().settings() | {"fit_version": FIT_VERSION}
+        return super().settings() | {"fit_version": FIT_VERSION, "score": SCORE_MAPPING}
 
     def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
                 ) -> list[Prediction]:
@@ -149,7 +151,7 @@ class StatsModel(Model):
             _, level = max((p, lev) for (cc, lev), p in zip(CELLS, posterior) if cc == cls)
             expected_severity = float(sum(p * lev for (_, lev), p in zip(CELLS, posterior)))
             out.append(Prediction(task=sample.task, sample_id=sample.id,
-                                  score=5.0 - expected_severity, distortion_class=cls,
+                                  score=5.0 - 0.8 * expected_severity, distortion_class=cls,
                                   severity="null" if cls == "null" else LEVELS[level - 1],
                                   extra={"p_class": {c: round(p, 4) for c, p in by_class.items()}}))
         return out

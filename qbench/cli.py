@@ -86,7 +86,7 @@ def summarise(result: RunResult, console: Console, label: str) -> int:
         for note in metrics.get("notes") or []:
             console.print(f"{outcome.task}: note: {escape(note)}", soft_wrap=True, highlight=False)
         for problem in metrics.get("problems") or []:
-            console.print(f"[red]{outcome.task}: differs from the published split:[/] "
+            console.print(f"[red]{outcome.task}: differs from the expected split:[/] "
                           f"{escape(problem)}", soft_wrap=True, highlight=False)
         if outcome.failed:
             console.print(f"[red]{outcome.task}: FAILED:[/] {escape(metrics['failure_reason'])}",
@@ -97,7 +97,7 @@ def summarise(result: RunResult, console: Console, label: str) -> int:
         console.print("[red]qbench: a task failed (see above): exit status 1; its numbers are in "
                       "metrics.json but not on the leaderboard[/]")
     elif code == 3:
-        console.print("[red]qbench: the measured samples differ from the published protocol "
+        console.print("[red]qbench: the measured samples differ from the expected split "
                       "(see above): exit status 3[/]")
     return code
 

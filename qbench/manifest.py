@@ -80,6 +80,7 @@ def write_text(path: Path, text: str) -> None:
     one, so neither can lose the other's file half-written)."""
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(handle, 0o644)   # mkstemp makes 0600: results are shared files
         with os.fdopen(handle, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, path)

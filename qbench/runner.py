@@ -184,7 +184,7 @@ class RateColumn(ProgressColumn):
         return Text(f"{speed:.1f} samples/s" if speed else "… samples/s", style="cyan")
 
 
-def _progress(console: Console, enabled: bool) -> Progress:
+def progress_bars(console: Console, enabled: bool) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TaskProgressColumn(), RateColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
@@ -403,7 +403,7 @@ def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunCo
     outcomes: list[TaskOutcome] = []
     log = folder.open_log() if ranks.main else folder.rank_log(ranks.rank)
     try:
-        with _progress(console, config.progress and ranks.main) as progress:
+        with progress_bars(console, config.progress and ranks.main) as progress:
             for task in tasks:
                 data = prepare_task(task, config, model)
 

@@ -37,7 +37,7 @@ from .options import add_options, from_args, option
 from .records import Prediction, Sample
 from .registry import create_model, include, model_class
 from .rundir import LOCK, Manifest, PredictionLog, RunFolder, locked, now
-from .runner import FailureBudget, RunConfig, _progress, predict_batch, select
+from .runner import FailureBudget, RunConfig, progress_bars, predict_batch, select
 from .task import DataError
 
 TASK = "images"   # every sample's task: what the shard hash and precomputed's `task` column see
@@ -360,7 +360,7 @@ def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folde
         done = scored_before(log)
         todo = [s for s in samples if s.id not in done]
         by_id = {s.id: s for s in todo}
-        with _progress(console, config.progress) as progress:
+        with progress_bars(console, config.progress) as progress:
             bar = progress.add_task(f"{'images':<18}", total=len(samples),
                                     completed=len(samples) - len(todo))
             for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,

@@ -70,7 +70,7 @@ def test_real_koniq_run_reports_scipy_srcc_on_the_same_rows_and_exits_0(tmp_path
                  "--no-progress"])
     assert code == 0
     err = " ".join(capsys.readouterr().err.split())
-    assert "differs from the published split" not in err
+    assert "differs from the expected split" not in err
     run = next((tmp_path / "out").glob("precomputed-*"))
     metrics = json.loads((run / "metrics.json").read_text())["koniq"]
     keys = sorted(truth)
@@ -228,8 +228,8 @@ def test_repeated_images_fail_the_check_and_keep_the_first_row_in_a_run(tmp_path
     err = " ".join(capsys.readouterr().err.split())
     assert code == 3
     assert "kadid: note: 2 images listed more than once in test_kadid_2k.json" in err
-    assert "kadid: differs from the published split: 2 images listed more than once" in err
-    assert "kadid: differs from the published split: 12 samples in split 'test', expected 2000" in err
+    assert "kadid: differs from the expected split: 2 images listed more than once" in err
+    assert "kadid: differs from the expected split: 12 samples in split 'test', expected 2000" in err
 
 
 def test_precomputed_refuses_two_answers_for_one_image(tmp_path):
