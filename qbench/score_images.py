@@ -37,7 +37,8 @@ from .options import add_options, from_args, option
 from .records import Prediction, Sample
 from .registry import create_model, include, model_class
 from .rundir import LOCK, Manifest, PredictionLog, RunFolder, locked, now
-from .runner import FailureBudget, RunConfig, progress_bars, predict_batch, select
+from .distributed import Ranks, launched, on_main
+from .runner import FailureBudget, RunConfig, part, predict_batch, progress_bars, select
 from .task import DataError
 
 TASK = "images"   # every sample's task: what the shard hash and precomputed's `task` column see
@@ -100,6 +101,7 @@ class ScoreResult:
     score_range: tuple[float, float] | None
     failure: str | None = None  # why the command failed, or None
     notes: list[str] = field(default_factory=list)
+    main: bool = True           # rank 0 of a launcher (or the only process): the one that reports
 
     @property
     def scored(self) -> int:
@@ -298,33 +300,42 @@ def refuse_unless_scores(model: str, kinds: frozenset[str] | None) -> None:
 def score_images(config: ScoreConfig, console: Console | None = None) -> ScoreResult:
     """Score the images of `config.paths` into `config.output` (see the module's docstring).
     Setup problems raise DataError, ModelError or ValueError (one line each); per-image
-    problems are rows with their status and error."""
-    console = console or Console(stderr=True)
+    problems are rows with their status and error. Under a launcher (torchrun, accelerate
+    launch) every rank calls this: each scores its part, rank 0 writes the output."""
+    with launched() as ranks:
+        return score_ranks(config, console or Console(stderr=True), ranks)
+
+
+def score_ranks(config: ScoreConfig, console: Console, ranks: Ranks) -> ScoreResult:
     output = output_path(config)
     write = writer_for(output)
     if not 0 <= config.max_failure_rate <= 1:
         raise ValueError(f"--max-failure-rate must be between 0 and 1, got "
                          f"{config.max_failure_rate}")
+    if ranks.parallel and config.shard:
+        raise ValueError("--shard under a launcher: its ranks already split the images; launch "
+                         "one command, or shard without the launcher")
     for path in config.include:
         include(path)
     found = find_images(config.paths)
     samples = this_shard(samples_of(found.paths), config)
     refuse_unless_scores(config.model, getattr(model_class(config.model), "kinds", None))
     folder = work_folder(output)
-    with locked(folder.file(LOCK), f"output {output}", wait=config.wait):
+    with on_main(ranks, locked(folder.file(LOCK), f"output {output}", wait=config.wait)):
         model = create_model(config.model, ModelConfig(
-            model_path=config.model_path, device=config.device, batch_size=config.batch_size,
-            seed=config.seed, options=config.model_options, workers=config.workers))
+            model_path=config.model_path, device=ranks.device(config.device),
+            batch_size=config.batch_size, seed=config.seed, options=config.model_options,
+            workers=config.workers))
         try:
             refuse_unless_scores(config.model, model.kinds)
-            result = score_locked(samples, model, config, folder, output, write, console)
+            result = score_locked(samples, model, config, folder, output, write, console, ranks)
         finally:
             model.close()
     if config.shard and not samples:
         result.notes.append(f"shard {config.shard[0]}/{config.shard[1]} holds none of the "
                             f"{len(found.paths)} images")
     result.notes[:0] = found.notes
-    return result
+    return dataclasses.replace(result, main=ranks.main)
 
 
 def manifest_for(folder: RunFolder, config: ScoreConfig, model: Model, output: Path) -> Manifest:
@@ -351,18 +362,24 @@ def scored_before(log: PredictionLog) -> set[str]:
 
 def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folder: RunFolder,
                  output: Path, write: Callable[[list[dict[str, Any]], Path], None],
-                 console: Console) -> ScoreResult:
-    manifest = manifest_for(folder, config, model, output)
-    folder.write_manifest(manifest)
-    log = folder.open_log()
-    budget = FailureBudget(len(samples), config.max_failure_rate)
+                 console: Console, ranks: Ranks) -> ScoreResult:
+    def start() -> tuple[Manifest, list[str]]:
+        manifest = manifest_for(folder, config, model, output)
+        folder.write_manifest(manifest)
+        with folder.open_log() as gathered:   # a dead launcher run's rank logs, folded first
+            return manifest, folder.fold_rank_logs(gathered, remove=True) + gathered.notes
+    manifest, opened = ranks.main_does(start)
+    log = folder.open_log() if ranks.main else folder.rank_log(ranks.rank)
+    mine = part(samples, ranks.rank, ranks.world)
+    budget = FailureBudget(len(mine), config.max_failure_rate)
     try:
-        done = scored_before(log)
-        todo = [s for s in samples if s.id not in done]
+        done = scored_before(log)   # every rank's log knows rank 0's records
+        resumed = sum(1 for s in samples if s.id in done)
+        todo = [s for s in mine if s.id not in done]
         by_id = {s.id: s for s in todo}
-        with progress_bars(console, config.progress) as progress:
-            bar = progress.add_task(f"{'images':<18}", total=len(samples),
-                                    completed=len(samples) - len(todo))
+        with progress_bars(console, config.progress and ranks.main) as progress:
+            bar = progress.add_task(f"{'images':<18}", total=len(mine),
+                                    completed=len(mine) - len(todo))
             for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
                                           workers=config.workers, max_pixels=config.max_pixels):
                 rows = [Prediction.failure(by_id[sid], "image_error", error).to_json()
@@ -375,7 +392,19 @@ def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folde
                     break
     finally:
         log.close()
+    ranks.barrier()   # every rank's log is written and closed
     stopped = budget.reason() if budget.exceeded else None
+    return ranks.main_does(lambda: finish(samples, model, config, folder, output, write,
+                                          manifest, resumed, stopped, opened))
+
+
+def finish(samples: list[Sample], model: Model, config: ScoreConfig, folder: RunFolder,
+           output: Path, write: Callable[[list[dict[str, Any]], Path], None],
+           manifest: Manifest, resumed: int, stopped: str | None, notes: list[str]
+           ) -> ScoreResult:
+    """Rank 0: every rank's records gathered, the output written, the result summarised."""
+    with folder.open_log() as log:
+        folder.fold_rank_logs(log, remove=True)
     rows = output_rows(samples, log.rows, "not scored: the command stopped early, after more "
                        "model errors than --max-failure-rate allows")
     write_atomically(output, lambda tmp: write(rows, tmp))
@@ -385,12 +414,13 @@ def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folde
     done = log.done(TASK)   # leaves out the model errors a rerun tries again
     retried = sum(1 for s in samples if s.id not in done
                   and log.rows.get((TASK, s.id), {}).get("status") == "model_error")
-    notes = log.notes + ([f"{retried} images have no score after a model error that may not "
-                          "recur: run the same command again to retry them"] if retried else [])
+    notes = notes + log.notes + ([f"{retried} images have no score after a model error that "
+                                  "may not recur: run the same command again to retry them"]
+                                 if retried else [])
     convention = model.convention()
     return ScoreResult(
         output=output, model=config.model, images=len(samples), statuses=statuses,
-        first_errors=first_errors(rows), resumed=len(samples) - len(todo),
+        first_errors=first_errors(rows), resumed=resumed,
         lower_better=convention.lower_better, score_range=convention.score_range,
         failure=failure_of(statuses, len(samples), stopped, config.max_failure_rate),
         notes=notes)
@@ -455,8 +485,9 @@ def cmd_score(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: scored images are kept; run the same command again "
                       "to resume[/]")
         return 130
-    for line in summary_lines(result):
-        console.print(line, soft_wrap=True, highlight=False)
+    if result.main:   # a launcher's other ranks: rank 0 reports for all
+        for line in summary_lines(result):
+            console.print(line, soft_wrap=True, highlight=False)
     return result.exit_code
 
 

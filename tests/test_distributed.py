@@ -81,3 +81,29 @@ def test_each_launcher_rank_gets_its_own_vllm_gpus():
     with pytest.raises(ModelError, match=r"launcher rank 1 needs GPUs 2..3 for "
                                          r"tensor_parallel_size 2; 3 visible"):
         rank_gpus(1, 2, "0,1,2")
+
+
+def test_qbench_score_under_a_launcher_writes_one_output(tmp_path):
+    """`qbench score` on two ranks: each image scored once, one output, as one process."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(13):
+        Image.fromarray(np.full((24, 24, 3), i * 19, np.uint8)).save(folder / f"{i:02d}.png")
+    toy = Path(__file__).with_name("toy_plugin.py")
+    outputs = {}
+    for ranks, name in ((1, "single.csv"), (2, "double.csv")):
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                     "--master_port", str(29600 + os.getpid() % 1000)] if ranks > 1 else [sys.executable])
+        done = subprocess.run([*launcher, "-m", "qbench", "--include", str(toy), "score", str(folder),
+                               "--model", "toy-luma", "--output", str(tmp_path / name),
+                               "--batch-size", "2", "--no-progress"],
+                              capture_output=True, text=True, timeout=300,
+                              env=os.environ | {"OMP_NUM_THREADS": "1"})
+        assert done.returncode == 0, done.stderr
+        outputs[ranks] = pd.read_csv(tmp_path / name)
+    assert outputs[2]["image"].tolist() == outputs[1]["image"].tolist()
+    assert outputs[2]["score"].tolist() == outputs[1]["score"].tolist()
+    assert not list((tmp_path / "double.csv.qbench").glob("predictions.rank*"))
