@@ -111,7 +111,7 @@ class ImageCollector(HTMLParser):
 
 def test_report_html_is_self_contained_with_valid_embedded_pngs(good_run, tmp_path, capsys):
     out = tmp_path / "report"
-    assert main(["report", str(good_run), "--output", str(out), "--resamples", "500"]) == 0
+    assert main(["report", str(good_run), "--output", str(out), "--resamples", "200"]) == 0
     page = (out / "report.html").read_text()
     collector = ImageCollector()
     collector.feed(page)
@@ -134,7 +134,7 @@ def test_report_html_is_self_contained_with_valid_embedded_pngs(good_run, tmp_pa
 
 def test_report_leaderboard_has_intervals_failures_and_transcripts(good_run, tmp_path):
     out = tmp_path / "report"
-    assert main(["report", str(good_run), "--output", str(out), "--resamples", "500"]) == 0
+    assert main(["report", str(good_run), "--output", str(out), "--resamples", "200"]) == 0
     markdown = (out / "report.md").read_text()
     metrics = json.loads((good_run / "metrics.json").read_text())
     srcc = metrics["report-score"]["srcc"]
@@ -178,7 +178,7 @@ def test_compare_finds_the_better_run_and_not_itself(tmp_path):
     good = scripted_run(tmp_path / "a", 0.1)
     poor = scripted_run(tmp_path / "b", 0.6)
     results = {(c.task, c.difference.metric): c for c in compare_runs(RunView.load(good), RunView.load(poor),
-                                                           resamples=1000)}
+                                                           resamples=400)}
     assert results[("report-score", "srcc")].difference.verdict == "A better"
     assert results[("report-degradation", "class_acc_mean")].difference.verdict == "A better"
     # both runs fail on the same samples: those are left out of the score pairing, and said so
@@ -193,7 +193,7 @@ def test_compare_command_prints_table_and_writes_csv(tmp_path, capsys):
     good = scripted_run(tmp_path / "a", 0.1)
     poor = scripted_run(tmp_path / "b", 0.6)
     csv = tmp_path / "cmp.csv"
-    assert main(["compare", str(good), str(poor), "--resamples", "500", "--csv", str(csv)]) == 0
+    assert main(["compare", str(good), str(poor), "--resamples", "200", "--csv", str(csv)]) == 0
     printed = capsys.readouterr().out
     assert "A better" in printed and "report-degradation" in printed
     assert csv.read_text().splitlines()[0].startswith("task,metric,n,A,B,A-B")
