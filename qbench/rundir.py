@@ -235,10 +235,13 @@ class PredictionLog:
                 if t == task and not (row["status"] == "model_error" and row.get("transient", True))}
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            self.rows[(row["task"], row["sample_id"])] = row
-            self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()
+        try:
+            for row in rows:
+                self.rows[(row["task"], row["sample_id"])] = row
+                self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+            self._file.flush()
+        except OSError as exc:   # a full disk says which file it could not write
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def predictions(self, task: str) -> dict[str, Prediction]:
         return {sid: Prediction.from_json(row) for (t, sid), row in self.rows.items() if t == task}

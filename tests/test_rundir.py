@@ -260,3 +260,29 @@ def test_a_new_metric_with_an_interval_is_one_registration(tmp_path, monkeypatch
         assert "mae" in report.leaderboard.columns
     finally:
         scoring.METRICS[:] = before
+
+
+def test_a_full_disk_names_the_prediction_log(tmp_path, monkeypatch, capsys):
+    """ENOSPC while appending predictions: one line naming the file, finished work kept."""
+    import errno
+
+    from qbench import rundir
+
+    (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
+    monkeypatch.setenv("RT_ROOT", str(tmp_path))
+    real = rundir.PredictionLog.write
+    calls = []
+
+    def full_after_one_batch(self, rows):
+        calls.append(len(rows))
+        if len(calls) > 1:
+            self._file.write = lambda text: (_ for _ in ()).throw(
+                OSError(errno.ENOSPC, "No space left on device"))
+        return real(self, rows)
+    monkeypatch.setattr(rundir.PredictionLog, "write", full_after_one_batch)
+    code = main(["run", "--model", "rt-model", "--tasks", "rt-score", "--no-progress",
+                 "--batch-size", "4", "--output", str(tmp_path / "out"), "--run-name", "r"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "Traceback" not in err
+    assert f"cannot use {tmp_path / 'out' / 'r' / 'predictions.jsonl'}: No space left on device" in err
+    assert len((tmp_path / "out" / "r" / "predictions.jsonl").read_text().splitlines()) == 4
