@@ -72,7 +72,8 @@ def read_dq_meta(folder: Path, meta: Path, task: str) -> TaskData:
                                     "img_ref": record.get("img_ref")}))
     notes = (drop_note(unparsed, "entries that are not JSON", meta)
              + drop_note(bad, "meta records without a valid img_lq/distortion_class/severity", meta))
-    return TaskData(samples, notes, source=str(meta))
+    return TaskData(samples, notes, source=str(meta), rows_read=len(records) + unparsed,
+                    rows_dropped=unparsed + bad)
 
 
 @register_task

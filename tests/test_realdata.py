@@ -240,3 +240,28 @@ def test_precomputed_refuses_two_answers_for_one_image(tmp_path):
     with pytest.raises(ModelError, match=r"gives a\.jpg two different answers for task koniq: "
                                          r"3\.0 and 4\.5; keep one row per image$"):
         create_model("precomputed", ModelConfig(model_path=path))
+
+
+def test_train_check_reads_the_7058_training_images_of_the_real_sets_file(tmp_path, capsys):
+    """`qbench train --check` on the released sets file: KonIQ's 7,058 training images, no
+    problem reported (the defect: 3 images, "config and data ok")."""
+    import yaml
+    folder = koniq_folder(tmp_path)
+    rows = [line.split(",") for line in
+            (folder / "koniq10k_distributions_sets.csv").read_text().splitlines()[1:]]
+    images = folder / "1024x768"
+    images.mkdir()
+    tiny = Image.new("RGB", (4, 4), (90, 90, 90))
+    for name, *_, split in rows:
+        if split == "training":
+            tiny.save(images / name, format="JPEG")
+    model = tmp_path / "base"
+    model.mkdir()
+    (model / "config.json").write_text("{}")   # --check loads no weights
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"model": {"path": str(model)}, "output_dir": str(tmp_path / "o"),
+                                      "data": {"score": [{"folder": str(folder)}]}}))
+    assert main(["train", "--config", str(config), "--check"]) == 0
+    printed = " ".join(capsys.readouterr().err.split())
+    assert "config and data ok: 7058 samples (7058 score)" in printed
+    assert "differs" not in printed

@@ -34,8 +34,10 @@ def sources(tmp_path: Path) -> DataSettings:
     names = [f"k{i}.jpg" for i in range(5)]
     for i, name in enumerate(names):
         write_image(koniq / "1024x768" / name, i)
-    rows = ["image_name,MOS,set"] + [f"{n},{1.5 + i * 0.5},training" for i, n in enumerate(names)]
-    rows.append("k9.jpg,3.0,test")
+    # the released sets file's header and scale (MOS 0-100, SD on the 1-5 votes)
+    rows = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set"] + [
+        f"{n},0.0,0.1,0.3,0.5,0.1,100,{30.5 + i * 10},0.55,training" for i, n in enumerate(names)]
+    rows.append("k9.jpg,0.0,0.1,0.3,0.5,0.1,100,55.0,0.55,test")
     (koniq / "koniq10k_distributions_sets.csv").write_text("\n".join(rows) + "\n")
 
     dq = tmp_path / "dq"
@@ -104,14 +106,15 @@ def test_rows_carry_the_protocol_prompt_and_decoded_images(sources):
 
 
 def correct_answer(row: dict) -> str:
+    """The right answer in the released layout, in the words the questions list."""
     if row["kind"] == "score":
         answer = f'{{"rating": {row["mos_norm"]:.2f}}}'
     elif row["kind"] == "degradation":
-        answer = json.dumps({"distortion_class": row["distortion_class"],
-                             "severity": row["severity"]})
+        said = {"jpeg": "compression"}.get(row["distortion_class"], row["distortion_class"])
+        answer = json.dumps({"distortion_class": said, "severity": row["severity"]})
     else:
         answer = row["choice"]
-    return f"<think>looking</think><answer>{answer}</answer>"
+    return f"<think>\nlooking\n</think>\n<answer>\n{answer}\n</answer>"
 
 
 def test_each_row_reaches_its_own_rewards(sources):
@@ -121,8 +124,8 @@ def test_each_row_reaches_its_own_rewards(sources):
     columns = {key: [r[key] for r in rows] for key in rows[0] if key not in ("prompt", "images")}
     funcs, weights = reward_functions(RewardSettings(), ["score", "degradation", "comparison"])
     right = [[{"role": "assistant", "content": correct_answer(r)}] for r in rows]
-    wrong = [[{"role": "assistant", "content": "<think>no idea</think><answer>{}</answer>"}]
-             for _ in rows]
+    nothing = "<think>\nno idea\n</think>\n<answer>\n{}\n</answer>"
+    wrong = [[{"role": "assistant", "content": nothing}] for _ in rows]
     for completions, expected_total in ((right, 2.0), (wrong, 1.0)):
         values = [f(completions=completions, **columns) for f in funcs]
         for i, row in enumerate(rows):
@@ -189,10 +192,15 @@ def test_train_check_validates_config_and_data_without_a_model(sources, tmp_path
                        "comparison": [{"pairs": str(sources.comparison[0].pairs)}]}}
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
-    assert qbench_main(["train", "--config", str(path), "--check"]) == 0
+    # the fixture's KonIQ train split is not KonIQ's 7,058 images: the same check as
+    # `qbench data check` fails it, saying why, and still reports the mix it read
+    assert qbench_main(["train", "--config", str(path), "--check"]) == 1
     captured = capsys.readouterr()
     printed = " ".join((captured.out + captured.err).split())
-    assert "config and data ok: 10 samples (2 comparison, 3 degradation, 5 score)" in printed
+    assert "training data differs from what it should hold:" in printed
+    assert "samples in split 'train', expected 7058" in printed
+    assert "config ok; the training data has 3 problem(s) (above): 10 samples " \
+           "(2 comparison, 3 degradation, 5 score)" in printed   # + dropped DQ and DiffIQA rows
     assert "1 missing images" in printed
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 

@@ -17,6 +17,10 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
     if args.check:
         from .data import prepare_data
         data = prepare_data(config, console)
+        if data.problems:   # the same checks as `qbench data check`: counts, dropped, repeated
+            console.print(f"config ok; the training data has {len(data.problems)} problem(s) "
+                          f"(above): {len(data.samples)} samples ({data.mix()})", soft_wrap=True)
+            return 1
         console.print(f"config and data ok: {len(data.samples)} samples ({data.mix()})")
         return 0
     from .train import train

@@ -22,6 +22,7 @@ from qbench.images import ImageError, load_image
 from qbench.protocol import build_messages, parse_choice
 from qbench.records import Sample
 from qbench.registry import get_task
+from qbench.runner import load_split
 from qbench.task import DataError, TaskData
 from qbench.tasks._formats import drop_note, read_json_records, safe_path
 from qbench.tasks.dq495k import read_dq_meta
@@ -37,6 +38,9 @@ SYNTHETIC_META = "train.json"
 class TrainingData:
     samples: list[Sample]
     notes: list[str] = field(default_factory=list)
+    # what makes a source differ from what it should hold (TaskData.problems, per source):
+    # `train --check` exits 1 on any, training prints them and records them
+    problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return dict(Counter(s.kind for s in self.samples))
@@ -51,7 +55,8 @@ def read_comparison_pairs(pairs: Path, images: Path, task: str = "diffiqa") -> T
     """DiffIQA pair records {ref_image, ImageA, ImageB, result}; records without the three
     paths or with a result that is not Image A / Image B / Similar are dropped and counted."""
     samples, bad = [], 0
-    for i, record in enumerate(read_json_records(pairs)):
+    records = read_json_records(pairs)
+    for i, record in enumerate(records):
         try:
             paths = tuple(str(safe_path(images, str(record[key]), pairs))
                           for key in ("ref_image", "ImageA", "ImageB"))
@@ -66,7 +71,8 @@ def read_comparison_pairs(pairs: Path, images: Path, task: str = "diffiqa") -> T
                               kind="comparison", images=paths, choice=label))
     notes = drop_note(bad, "records without ref_image/ImageA/ImageB or with a result other "
                            "than Image A/Image B/Similar", pairs)
-    return TaskData(samples, notes, source=str(pairs))
+    return TaskData(samples, notes, source=str(pairs), split="train", rows_read=len(records),
+                    rows_dropped=bad)
 
 
 def score_samples(source: ScoreSource) -> TaskData:
@@ -77,13 +83,13 @@ def score_samples(source: ScoreSource) -> TaskData:
     if source.split not in task.splits:
         raise ConfigError(f"data.score: task {source.task} has no split {source.split!r} "
                           f"(has: {', '.join(task.splits)})")
-    data = task.load(task.locate(None, source.folder), source.split)
-    kept = [s for s in data.samples if s.mos_norm is not None]
-    notes = list(data.notes)
-    if len(kept) < len(data.samples):
-        notes.append(f"{source.task}: dropped {len(data.samples) - len(kept)} samples without a "
-                     f"[1, 5] score")
-    return TaskData(kept, notes, data.source)
+    data = load_split(task, task.locate(None, source.folder), source.split)
+    missing = sum(s.mos_norm is None for s in data.samples)
+    if missing:
+        data.notes.append(f"{source.task}: dropped {missing} samples without a [1, 5] score")
+        data.samples = [s for s in data.samples if s.mos_norm is not None]
+        data.rows_dropped += missing
+    return data
 
 
 def synthetic_folder(source: DegradationSource) -> Path:
@@ -126,7 +132,8 @@ def check_eval_tasks(settings: EvalSettings, training: Sequence[Sample]) -> list
         if split not in task.splits:
             raise ConfigError(f"eval: task {name} has no split {split!r} "
                               f"(has: {', '.join(task.splits)})")
-        samples = task.load(task.locate(settings.data_root, settings.data.get(name)), split).samples
+        samples = load_split(task, task.locate(settings.data_root, settings.data.get(name)),
+                             split).samples
         shared = [s for s in samples if any(Path(p).resolve() in trained for p in s.images)]
         if shared:
             notes.append(f"eval: {len(shared)} of {len(samples)} {name} {split} samples are "
@@ -169,6 +176,7 @@ def collect_samples(settings: DataSettings) -> TrainingData:
              + [degradation_samples(d) for d in settings.degradation]
              + [comparison_samples(c) for c in settings.comparison])
     notes = [note for part in parts for note in part.notes]
+    problems = [f"{part.source}: {problem}" for part in parts for problem in part.problems()]
     for part in parts:
         if not part.samples:
             raise DataError(f"no usable samples in {part.source}")
@@ -179,7 +187,7 @@ def collect_samples(settings: DataSettings) -> TrainingData:
     samples, dropped = check_images(samples)
     if not samples:
         raise DataError("no training samples left after checking the images")
-    return TrainingData(samples, notes + dropped)
+    return TrainingData(samples, notes + dropped, problems)
 
 
 # ------------------------------------------------------------------------------ TRL dataset
@@ -217,5 +225,8 @@ def prepare_data(config: TrainConfig, console: Console) -> TrainingData:
     if config.eval.every:
         data.notes += check_eval_tasks(config.eval, data.samples)
     for note in data.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{note}[/]", soft_wrap=True)
+    for problem in data.problems:
+        console.print(f"[red]training data differs from what it should hold:[/] {problem}",
+                      soft_wrap=True)
     return data
