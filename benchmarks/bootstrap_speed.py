@@ -46,7 +46,7 @@ def main() -> None:
         looped = time.perf_counter() - start
         print(f"{name}: vectorised [{interval.low:.4f}, {interval.high:.4f}] {vectorised:.2f} s | "
               f"scipy loop [{low:.4f}, {high:.4f}] {looped:.2f} s | "
-              f"loop / vectorised = {looped / vectorised:.1f}x")
+              f"ratio loop / vectorised {looped / vectorised:.1f}x")
 
 
 if __name__ == "__main__":
