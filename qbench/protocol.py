@@ -252,15 +252,26 @@ def parse_answer(text: Any, kind: str) -> Answer:
 # ------------------------------------------------------------------------------ format check
 
 _LOOSE_FORMAT_RE = re.compile(r"\s*<think>.*?</think>\s*<answer>(.*?)</answer>\s*", re.S)
-# The released trainer's pattern: newlines around every tag (its own system prompt shows none).
-_STRICT_FORMAT_RE = re.compile(r"<think>\n.*?\n</think>\n<answer>\n(.*?)\n</answer>", re.S)
+# The released trainer's patterns (bytedance/Q-Insight, src/open-r1-multimodal/src/open_r1/
+# qinsight_multi_task.py:378-389 for JSON answers, qinsight_comparison.py:282-294 for plain
+# ones): a newline after each opening tag and before each closing tag, any other whitespace
+# around them; nothing before <think>; a JSON answer begins right after a newline and is flat
+# (no braces inside). Its own system prompt shows the tags without newlines.
+_STRICT_THINK = r"<think>\s*\n.*?\n\s*</think>\s*\n"
+_STRICT_JSON_FORMAT_RE = re.compile(
+    _STRICT_THINK + r"<answer>\s*\n\{[^{}]*\}\s*\n\s*</answer>\s*", re.S)
+_STRICT_PLAIN_FORMAT_RE = re.compile(_STRICT_THINK + r"<answer>\s*\n.*?\n\s*</answer>\s*", re.S)
 
 
 def format_ok(text: str, *, strict: bool = False, json_answer: bool = True) -> bool:
-    """The format reward's test: <think>…</think> then <answer>…</answer>, and (for score and
-    degradation answers) the answer is a flat JSON-like object: starts with '{', ends with '}',
-    no other braces inside."""
-    match = (_STRICT_FORMAT_RE if strict else _LOOSE_FORMAT_RE).fullmatch(text)
+    """The format reward's test. Strict: the released trainer's pattern (above). Loose: any
+    <think>…</think> then <answer>…</answer>, whitespace around them free, and (for score and
+    degradation answers) the answer a flat JSON-like object: '{' first, '}' last, no other
+    braces inside."""
+    if strict:
+        pattern = _STRICT_JSON_FORMAT_RE if json_answer else _STRICT_PLAIN_FORMAT_RE
+        return pattern.fullmatch(text) is not None
+    match = _LOOSE_FORMAT_RE.fullmatch(text)
     if match is None:
         return False
     if not json_answer:

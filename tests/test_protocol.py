@@ -121,6 +121,39 @@ def test_format_check_strict_and_loose():
     assert format_ok("<think>x</think><answer>Image A</answer>", json_answer=False)
 
 
+@pytest.mark.parametrize("text, expected", [
+    ('<think>\nok\n</think>\n<answer>\n{"rating": 3.0}\n</answer>', True),
+    # whitespace the released pattern tolerates: around each tag, after the answer
+    ('<think> \t\nok\n  </think>  \n<answer>  \n{"rating": 3.0}  \n  </answer>  \n', True),
+    ('<think>\n\n\nok\n\n</think>\n\n<answer>\n\n{"rating": 3.0}\n\n</answer>', True),
+    ('<think>\na\nb\n</think>\n<answer>\n{"rating":\n3.0}\n</answer>', True),
+    ('<think>\n\n</think>\n<answer>\n{}\n</answer>', True),   # empty reasoning, empty object
+    # what it does not tolerate
+    ('<think>ok</think>\n<answer>\n{"rating": 3.0}\n</answer>', False),    # no newline in think
+    ('<think>\nok\n</think> <answer>\n{"rating": 3.0}\n</answer>', False),  # same line
+    ('<think>\nok\n</think>\n <answer>\n{"rating": 3.0}\n</answer>', False),  # space before
+    ('<think>\nok\n</think>\n<answer>\n {"rating": 3.0}\n</answer>', False),  # { indented
+    ('<think>\nok\n</think>\n<answer>\n{"rating": 3.0}</answer>', False),    # no newline after
+    ('\n<think>\nok\n</think>\n<answer>\n{"rating": 3.0}\n</answer>', False),  # before <think>
+    ('<think>\nok\n</think>\n<answer>\n{"a": {"b": 1}}\n</answer>', False),   # nested braces
+    ('<think>\nok\n</think>\n<answer>\n{"rating": 3.0} x\n</answer>', False),  # text after }
+])
+def test_strict_format_is_the_released_pattern(text, expected):
+    """bytedance/Q-Insight qinsight_multi_task.py:378-389, applied with re.fullmatch."""
+    assert format_ok(text, strict=True) is expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('<think>\nA is sharper\n</think>\n<answer>\nImage A\n</answer>', True),
+    ('<think>\nx\n</think>\n<answer>\n\n</answer>', True),     # the released regex allows it
+    ('<think>\nx\n</think>\n<answer>\nImage A</answer>', False),
+    ('<think>x</think><answer>Image A</answer>', False),
+])
+def test_strict_plain_format_is_the_released_comparison_pattern(text, expected):
+    """bytedance/Q-Insight qinsight_comparison.py:282-294."""
+    assert format_ok(text, strict=True, json_answer=False) is expected
+
+
 def test_messages_carry_images_in_protocol_order():
     score = build_messages("score")
     assert score[0]["role"] == "system"
