@@ -1,27 +1,50 @@
-"""The training configuration: dataclasses filled from a YAML file and checked before anything
-heavy (torch, TRL, the model) loads, so a typo or a missing path costs seconds, not a job slot.
+"""The training configuration: pydantic models filled from a YAML file and checked before
+anything heavy (torch, TRL, the model) loads, so a typo or a missing path costs seconds, not a
+job slot.
 
-Defaults are the Q-Insight recipe (REFERENCE §1). Relative paths are taken from the current
-directory. Every problem is a `ConfigError` whose message is one line naming the key.
+pydantic does the checking: types, finite numbers, ranges, allowed words, unknown keys, and the
+rules that tie two settings together (min_pixels ≤ max_pixels, eval.every a multiple of
+save_steps, grpo.extra names that GRPOConfig has). Every problem becomes one `ConfigError` line
+naming the key. What depends on the machine (processes, installed packages, files) is checked
+after, in `check_settings` and `check_files`.
+
+Defaults are the released Q-Insight recipe. Sources, marked `U:` below, are files of
+bytedance/Q-Insight at commit 08308fdb21c1, under src/open-r1-multimodal/:
+  run.sh    run_qinsight_score_and_dist.sh        cmp.sh  run_qinsight_comparison.sh
+  mt.py     src/open_r1/qinsight_multi_task.py    cfg.py  src/open_r1/trainer/grpo_config.py
+  tr.py     src/open_r1/trainer/grpo_trainer.py (grpo_trainer_comparison.py alike)
+Where the paper (REFERENCE §1) and the script disagree, the script wins and the paper is noted.
+Relative paths are taken from the current directory.
 """
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
-import types
-import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
+                      StringConstraints, ValidationError, field_validator, model_validator)
 
-# The released Qwen2.5-VL limits on image size (pixels); Q-Insight trained with them.
+from .trl_fields import GRPO_CONFIG_FIELDS, TRL_VERSION
+
+# U: mt.py:91-98 (the script's min/max_pixels defaults, passed to the processor, tr.py:297-298).
 MIN_PIXELS = 3136
 MAX_PIXELS = 12845056
 DTYPES = ("bfloat16", "float16", "float32")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 VLLM_MODES = ("colocate", "server")
+# transformers' SchedulerType values (tests compare them with the installed transformers).
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                 "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
+                 "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+                 "greedy")
+# GRPOConfig fields the trainer sets itself (train.grpo_arguments); `grpo.extra` cannot.
+TRAINER_FIELDS = frozenset({"output_dir", "save_strategy", "logging_strategy",
+                            "remove_unused_columns", "scale_rewards", "reward_weights",
+                            "model_init_kwargs"})
 # LoRA on the language model only: the vision tower's MLP reuses the names gate/up/down_proj.
 LANGUAGE_MODEL_LINEAR = (r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj"
                          r"|down_proj)")
@@ -31,200 +54,305 @@ class ConfigError(ValueError):
     """A training configuration that cannot run; one line naming the key and the fix."""
 
 
-@dataclass
-class ModelSettings:
-    path: Path
-    dtype: str = "bfloat16"
-    attn_implementation: str | None = None   # None: transformers' default (sdpa)
-    min_pixels: int | None = MIN_PIXELS       # None: keep the checkpoint processor's setting
-    max_pixels: int | None = MAX_PIXELS
+# ------------------------------------------------------------------------------ value types
+
+def _not_a_flag(value: Any) -> Any:
+    """YAML `true` is not a number (pydantic would read it as 1)."""
+    if isinstance(value, bool):
+        raise ValueError("should be a number, not true/false")
+    return value
 
 
-@dataclass
-class ScoreSource:
-    """Score samples from a registered score task (KonIQ train split by default)."""
-    folder: Path
+Number = Annotated[float, BeforeValidator(_not_a_flag)]
+Whole = Annotated[int, BeforeValidator(_not_a_flag)]
+Positive = Annotated[Number, Field(gt=0)]
+NonNegative = Annotated[Number, Field(ge=0)]
+Fraction = Annotated[Number, Field(gt=0, le=1)]
+Count = Annotated[Whole, Field(ge=1)]
+NonNegativeWhole = Annotated[Whole, Field(ge=0)]
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
+
+def _as_list(value: Any) -> Any:
+    """One source may be written without the list dashes; an empty section is no sources."""
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _finite_everywhere(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where} should be a finite number, got {value}")
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _finite_everywhere(inner, f"{where}.{key}")
+    if isinstance(value, list):
+        for i, inner in enumerate(value):
+            _finite_everywhere(inner, f"{where}[{i}]")
+
+
+class Settings(BaseModel):
+    """Every section: unknown keys, NaN and infinity are refused."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, protected_namespaces=())
+
+
+# ------------------------------------------------------------------------------ sections
+
+class ModelSettings(Settings):
+    path: UserPath
+    dtype: Literal[DTYPES] = "bfloat16"   # U: run.sh:70-71 (bf16)
+    # U: run.sh:75 uses flash_attention_2; None here is transformers' default (sdpa), the same
+    # attention computed by another kernel, because flash-attn is not a qbench dependency.
+    attn_implementation: str | None = None
+    min_pixels: Count | None = MIN_PIXELS   # None: keep the checkpoint processor's setting
+    max_pixels: Count | None = MAX_PIXELS
+
+    @model_validator(mode="after")
+    def _pixels_ordered(self) -> ModelSettings:
+        if (self.min_pixels is not None and self.max_pixels is not None
+                and self.min_pixels > self.max_pixels):
+            raise ValueError(f"min_pixels ({self.min_pixels}) is above max_pixels "
+                             f"({self.max_pixels})")
+        return self
+
+
+class ScoreSource(Settings):
+    """Score samples from a registered score task (KonIQ train split by default; U: the
+    script's data_config/iqa_score.yaml reads the DeQA-Score train_koniq_7k.json)."""
+    folder: UserPath
     task: str = "koniq"
     split: str = "train"
 
 
-@dataclass
-class DegradationSource:
+class DegradationSource(Settings):
     """Degradation samples: a DQ-495K / KADIS-style meta JSON (`meta`, image paths relative to
     `images`, default the meta's folder), or qbench's synthetic generator writing into
     `synthetic` (from `synthetic_photos`, default the photographs bundled with scikit-image that
     the demo test set does not use)."""
-    meta: Path | None = None
-    images: Path | None = None
-    synthetic: Path | None = None
-    synthetic_photos: list[Path] = field(default_factory=list)
-    synthetic_seed: int = 0
-    synthetic_crops_per_photo: int = 2
+    meta: UserPath | None = None
+    images: UserPath | None = None
+    synthetic: UserPath | None = None
+    synthetic_photos: list[UserPath] = Field(default_factory=list)
+    synthetic_seed: NonNegativeWhole = 0
+    synthetic_crops_per_photo: Count = 2
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DegradationSource:
+        if (self.meta is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of meta (a DQ-style meta JSON) or synthetic "
+                             "(a folder to generate into)")
+        return self
 
 
-@dataclass
-class ComparisonSource:
+class ComparisonSource(Settings):
     """DiffIQA pairs: a JSON list of {ref_image, ImageA, ImageB, result}, image paths relative to
     `images` (default the JSON's folder)."""
-    pairs: Path
-    images: Path | None = None
+    pairs: UserPath
+    images: UserPath | None = None
 
 
-@dataclass
-class DataSettings:
-    score: list[ScoreSource] = field(default_factory=list)
-    degradation: list[DegradationSource] = field(default_factory=list)
-    comparison: list[ComparisonSource] = field(default_factory=list)
-    seed: int = 42           # the mix is shuffled with it
-    image_first: bool = True  # Q-Insight training puts the image before the question
-    limit: int | None = None  # keep the first `limit` samples of the shuffled mix (smoke runs)
+class DataSettings(Settings):
+    score: list[ScoreSource] = Field(default_factory=list)
+    degradation: list[DegradationSource] = Field(default_factory=list)
+    comparison: list[ComparisonSource] = Field(default_factory=list)
+    seed: NonNegativeWhole = 42       # the mix is shuffled with it (U: run.sh:72 data_seed 42)
+    image_first: StrictBool = True    # U: mt.py:271, the image before the question
+    limit: Count | None = None        # keep the first `limit` samples of the shuffled mix
+
+    @field_validator("score", "degradation", "comparison", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return _as_list(value)
 
 
-@dataclass
-class RewardSettings:
-    format_strict: bool = False  # True: the released regex with newlines around every tag
-    score_epsilon: float = 0.35
-    format_weight: float = 1.0
-    score_weight: float = 1.0
-    class_weight: float = 0.25   # α1
-    level_weight: float = 0.75   # α2
-    comparison_weight: float = 1.0
+class RewardSettings(Settings):
+    # True: U: mt.py:378-390 (cmp: qinsight_comparison.py:282-295), the released pattern with its
+    # newlines and whitespace tolerance; False: the system prompt's own tag order, any spacing.
+    format_strict: StrictBool = True
+    # "upstream": the answer read as U: mt.py:296-335 reads it (the first <answer>…</answer>,
+    # a double-quoted "rating" followed by digits, quoted class and severity words compared
+    # exactly); "evaluator": qbench's lenient parser, the one `qbench run` scores with.
+    answer_parser: Literal["upstream", "evaluator"] = "upstream"
+    score_epsilon: Positive = 0.35    # U: run.sh:80 --score_reward_threshold 0.35
+    format_weight: NonNegative = 1.0  # U: cfg.py:249, reward_weights None = 1.0 each
+    score_weight: NonNegative = 1.0
+    class_weight: NonNegative = 0.25  # α1, U: mt.py:333
+    level_weight: NonNegative = 0.75  # α2, U: mt.py:335
+    comparison_weight: NonNegative = 1.0
 
 
-@dataclass
-class GRPOSettings:
+class GRPOSettings(Settings):
     """The GRPOConfig fields the recipe sets; `extra` passes any other GRPOConfig field on."""
-    num_generations: int = 8
-    beta: float = 1e-3
-    epsilon: float = 0.2
-    loss_type: str = "grpo"
-    learning_rate: float = 1e-6
-    lr_scheduler_type: str = "linear"
-    num_train_epochs: float = 10.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    temperature: float = 1.0
-    max_completion_length: int = 256
-    bf16: bool = True
-    gradient_checkpointing: bool = True
-    logging_steps: int = 1
-    save_steps: int = 200
-    save_total_limit: int | None = None
-    seed: int = 42
-    use_vllm: bool = False
-    vllm_mode: str = "colocate"
-    vllm_gpu_memory_utilization: float = 0.3
+    num_generations: Annotated[Whole, Field(ge=2)] = 8   # U: run.sh:66
+    beta: NonNegative = 1e-3                  # U: run.sh:81
+    # U: tr.py:689-693 adds beta × the k3 estimate to the loss as it is; TRL 1.16 by default
+    # multiplies it by the importance ratio, which changes its gradient even on-policy.
+    use_bias_correction_kl: StrictBool = False
+    epsilon: Positive = 0.2                   # U: cfg.py:245 (clip)
+    loss_type: Literal[LOSS_TYPES] = "grpo"   # U: tr.py:700
+    learning_rate: Positive = 1e-6            # U: cfg.py:227 (the script sets none)
+    lr_scheduler_type: Literal[LR_SCHEDULERS] = "linear"   # TrainingArguments' default there
+    num_train_epochs: NonNegative = 10.0      # U: run.sh:76, cmp.sh:76
+    max_steps: Annotated[Whole, Field(ge=-1)] = -1        # -1: the epochs decide
+    # Completions per optimizer step = per_device × accumulation × processes; U: run.sh:67-68
+    # sets 8 × 2. The paper's "total batch 128 on 16 GPUs" is 8 × 16 without the accumulation;
+    # the script, followed here, makes that 256 on 16 GPUs (REFERENCE §1).
+    per_device_train_batch_size: Count = 8
+    gradient_accumulation_steps: Count = 2
+    # Sampling as U: tr.py:342-347 builds it: GenerationConfig(do_sample=True, temperature=1,
+    # max_new_tokens=max_completion_length) under transformers 4.51.3 (requirements.txt), whose
+    # defaults fill in top_k=50, top_p=1.0, no repetition penalty. (4.51 takes these from the
+    # checkpoint's generation_config.json instead when transformers >= 4.50 wrote it; the base
+    # model, Qwen2.5-VL-7B-Instruct, was released in January 2025, before 4.50.) TRL 1.16's
+    # own default top_k is 0 (off).
+    temperature: Positive = 1.0
+    top_k: NonNegativeWhole = 50
+    top_p: Fraction = 1.0
+    max_completion_length: Count = 256        # U: cfg.py:159 (the script sets none)
+    bf16: StrictBool = True                   # U: run.sh:70
+    # U: run.sh:74 trains without; it changes memory and time, not the update.
+    gradient_checkpointing: StrictBool = False
+    logging_steps: Count = 1                  # U: run.sh:69
+    save_steps: Count = 500                   # U: run.sh:79 (the script also saves the model
+    save_total_limit: Count | None = None     # only; qbench keeps optimizer state to resume)
+    seed: NonNegativeWhole = 42
+    use_vllm: StrictBool = False
+    vllm_mode: Literal[VLLM_MODES] = "colocate"
+    vllm_gpu_memory_utilization: Fraction = 0.3
     vllm_server_base_url: str | None = None
-    report_to: str = "none"
-    use_cpu: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    report_to: str = "none"                   # U: run.sh:73 wandb; not a qbench dependency
+    use_cpu: StrictBool = False
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("extra")
+    @classmethod
+    def _known_extra_fields(cls, extra: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(extra) - GRPO_CONFIG_FIELDS)
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not GRPOConfig fields (TRL {TRL_VERSION})")
+        twice = sorted(set(extra) & (set(cls.model_fields) - {"extra"}))
+        if twice:
+            raise ValueError(f"{', '.join(twice)}: already set under grpo")
+        taken = sorted(set(extra) & TRAINER_FIELDS)
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: set by the trainer itself")
+        for key, value in extra.items():
+            _finite_everywhere(value, key)
+        return extra
+
+    @model_validator(mode="after")
+    def _has_length(self) -> GRPOSettings:
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("set max_steps > 0 or num_train_epochs > 0")
+        return self
 
 
-@dataclass
-class LoraSettings:
-    enabled: bool = False
-    r: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
+class LoraSettings(Settings):
+    enabled: StrictBool = False
+    r: Count = 64
+    alpha: Count = 128
+    dropout: Annotated[Number, Field(ge=0, lt=1)] = 0.05
     target_modules: str = LANGUAGE_MODEL_LINEAR
 
 
-@dataclass
-class EvalSettings:
+class EvalSettings(Settings):
     """Evaluate every `every` steps (a multiple of save_steps: it evaluates the checkpoint just
     written) through `qbench run`; 0 turns it off."""
-    every: int = 0
-    tasks: list[str] = field(default_factory=lambda: ["koniq"])
-    data_root: Path | None = None
-    data: dict[str, Path] = field(default_factory=dict)   # per-task folder overrides
+    every: NonNegativeWhole = 0
+    tasks: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["koniq"])
+    data_root: UserPath | None = None
+    data: dict[str, UserPath] = Field(default_factory=dict)   # per-task folder overrides
     split: str | None = None
-    limit: int | None = 200
-    batch_size: int = 8
+    limit: Count | None = 200
+    batch_size: Count = 8
     device: str = "auto"
     model: str = "qinsight"
-    model_options: dict[str, Any] = field(default_factory=dict)
+    model_options: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     model: ModelSettings
-    output_dir: Path
-    data: DataSettings = field(default_factory=DataSettings)
-    rewards: RewardSettings = field(default_factory=RewardSettings)
-    grpo: GRPOSettings = field(default_factory=GRPOSettings)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    eval: EvalSettings = field(default_factory=EvalSettings)
-    resume: str = "auto"  # "auto": the last checkpoint in output_dir if any; "never"; or a path
+    output_dir: UserPath
+    data: DataSettings = Field(default_factory=DataSettings)
+    rewards: RewardSettings = Field(default_factory=RewardSettings)
+    grpo: GRPOSettings = Field(default_factory=GRPOSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    # "auto": the last checkpoint in output_dir if any; "never"; or a checkpoint folder
+    resume: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = "auto"
 
     def kinds(self) -> list[str]:
         sources = {"score": self.data.score, "degradation": self.data.degradation,
                    "comparison": self.data.comparison}
         return [kind for kind, listed in sources.items() if listed]
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> TrainConfig:
+        if not self.kinds():
+            raise ValueError("data: no sources; give at least one of data.score, "
+                             "data.degradation, data.comparison")
+        every, save = self.eval.every, self.grpo.save_steps
+        if every % save:
+            raise ValueError(f"eval.every ({every}) must be 0 or a multiple of grpo.save_steps "
+                             f"({save}): it evaluates the checkpoint just saved")
+        if every and self.lora.enabled:
+            raise ValueError("eval.every with lora.enabled: checkpoints hold only the adapter; "
+                             "evaluate the merged final model (output_dir/final) instead")
+        return self
 
-# ------------------------------------------------------------------------------ YAML → dataclass
 
-def _convert(value: Any, hint: Any, where: str) -> Any:
-    """Check and convert one YAML value to the annotated type (the few forms used above)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
+# ------------------------------------------------------------------------------ YAML → settings
+
+def _where(loc: tuple[Any, ...]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
+
+
+def _section_class(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The settings class that the mapping at `loc` is read into (for 'known keys')."""
+    cls: Any = TrainConfig
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part) if isinstance(cls, type) else None
+        if field is None:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, where)
-    if origin is list:
-        if not isinstance(value, list):
-            value = [value]  # one source may be written without the list dashes
-        return [_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
-    if is_dataclass(hint):
-        return from_mapping(hint, value, where)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if hint in (int, float):
-        # PyYAML reads 1e-6 (no dot) as a string; accept any number written out
-        try:
-            number = hint(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
-            number = None
-        if number is None or (hint is int and isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{where}: expected {'an integer' if hint is int else 'a number'}, "
-                              f"got {value!r}")
-        return number
-    if hint in (str, Path):
-        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
-            raise ConfigError(f"{where}: expected text, got {value!r}")
-        return Path(str(value)).expanduser() if hint is Path else str(value)
-    raise TypeError(f"unsupported annotation {hint!r} at {where}")
+        annotation = field.annotation
+        inner = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type)]
+        cls = annotation if isinstance(annotation, type) else (inner[0] if inner else None)
+    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
 
 
-def from_mapping(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass `cls` from a mapping, naming unknown and missing keys."""
-    if data is None:
-        data = {}
+def error_line(error: dict[str, Any]) -> str:
+    """One pydantic error as `key: what is wrong (got value)`."""
+    loc = tuple(error["loc"])
+    where = _where(loc)
+    if error["type"] == "extra_forbidden":
+        parent = _section_class(loc[:-1])
+        known = f"; known: {', '.join(parent.model_fields)}" if parent else ""
+        return f"{where}: unknown key{known}"
+    if error["type"] == "missing":
+        return f"{where} is required"
+    message = error["msg"].removeprefix("Value error, ").replace("Input should", "should")
+    if not where:
+        return message
+    if error["type"] in ("value_error", "assertion_error") or isinstance(error["input"], dict):
+        return f"{where}: {message}"
+    return f"{where}: {message} (got {error['input']!r})"
+
+
+def describe(exc: ValidationError) -> str:
+    """Every problem of a validation, one line: `key: problem; key: problem`."""
+    lines = list(dict.fromkeys(error_line(e) for e in exc.errors()))
+    return "; ".join(lines)
+
+
+def settings_from(data: Any) -> TrainConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of {cls.__name__} settings, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(map(str, data)) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(known)}")
-    values = {}
-    for name, f in known.items():
-        if name in data:
-            values[name] = _convert(data[name], hints[name], f"{where}.{name}" if where else name)
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f"{where + '.' if where else ''}{name} is required")
-    return cls(**values)
+        raise ConfigError(f"expected a mapping of settings at the top, got {data!r}")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
 
 
 def set_value(data: dict[str, Any], dotted: str, text: str) -> None:
@@ -244,8 +372,7 @@ def set_value(data: dict[str, Any], dotted: str, text: str) -> None:
 
 def load_config(path: Path, *, overrides: dict[str, str] | None = None,
                 check_paths: bool = True) -> TrainConfig:
-    """Read a training YAML file, apply `overrides` (dotted key → YAML text), convert and
-    validate."""
+    """Read a training YAML file, apply `overrides` (dotted key → YAML text), validate."""
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
@@ -258,14 +385,14 @@ def load_config(path: Path, *, overrides: dict[str, str] | None = None,
                 raise ConfigError("expected a mapping of settings at the top")
             for dotted, text in overrides.items():
                 set_value(data, dotted, text)
-        config = from_mapping(TrainConfig, data, "")
+        config = settings_from(data)
         validate(config, check_paths=check_paths)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
 
 
-# ------------------------------------------------------------------------------ validation
+# ------------------------------------------------------------------------------ this machine
 
 def world_size() -> int:
     """Processes taking part (accelerate launch and torchrun set WORLD_SIZE)."""
@@ -276,15 +403,8 @@ def world_size() -> int:
 
 
 def check_settings(config: TrainConfig, processes: int) -> None:
-    """Values that TRL would reject later, or that cannot mean what the user wants."""
+    """What the settings need from this launch and this installation."""
     g = config.grpo
-    if g.num_generations < 2:
-        raise ConfigError(f"grpo.num_generations must be at least 2 (a group needs a spread), "
-                          f"got {g.num_generations}")
-    for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "save_steps",
-                 "max_completion_length", "logging_steps"):
-        if getattr(g, name) < 1:
-            raise ConfigError(f"grpo.{name} must be positive, got {getattr(g, name)}")
     completions = g.per_device_train_batch_size * g.gradient_accumulation_steps * processes
     if completions % g.num_generations:
         raise ConfigError(
@@ -292,10 +412,6 @@ def check_settings(config: TrainConfig, processes: int) -> None:
             f"gradient_accumulation_steps ({g.gradient_accumulation_steps}) × processes "
             f"({processes}) = {completions} completions per step is not divisible by "
             f"num_generations ({g.num_generations})")
-    if g.beta < 0 or g.epsilon <= 0 or g.temperature <= 0 or g.learning_rate <= 0:
-        raise ConfigError("grpo: beta must be >= 0; epsilon, temperature and learning_rate > 0")
-    if g.loss_type not in LOSS_TYPES:
-        raise ConfigError(f"grpo.loss_type {g.loss_type!r} not one of {', '.join(LOSS_TYPES)}")
     needed = ["trl", "accelerate"] + (["peft"] if config.lora.enabled else [])
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
@@ -303,34 +419,9 @@ def check_settings(config: TrainConfig, processes: int) -> None:
     if g.use_vllm and importlib.util.find_spec("vllm") is None:
         raise ConfigError("grpo.use_vllm: vllm is not installed here (pip install 'qbench[vllm]' "
                           "on the GPU machine), or set use_vllm: false")
-    if g.vllm_mode not in VLLM_MODES:
-        raise ConfigError(f"grpo.vllm_mode {g.vllm_mode!r} not one of {', '.join(VLLM_MODES)}")
-    if g.max_steps <= 0 and g.num_train_epochs <= 0:
-        raise ConfigError("grpo: set max_steps > 0 or num_train_epochs > 0")
-    if config.model.dtype not in DTYPES:
-        raise ConfigError(f"model.dtype {config.model.dtype!r} not one of {', '.join(DTYPES)}")
-    r = config.rewards
-    if r.score_epsilon <= 0:
-        raise ConfigError(f"rewards.score_epsilon must be positive, got {r.score_epsilon}")
-    if not config.kinds():
-        raise ConfigError("data: no sources; give at least one of data.score, "
-                          "data.degradation, data.comparison")
-    for i, source in enumerate(config.data.degradation):
-        if (source.meta is None) == (source.synthetic is None):
-            raise ConfigError(f"data.degradation[{i}]: give exactly one of meta (a DQ-style meta "
-                              f"JSON) or synthetic (a folder to generate into)")
-    e = config.eval
-    if e.every < 0 or (e.every and e.every % g.save_steps):
-        raise ConfigError(f"eval.every ({e.every}) must be 0 or a multiple of grpo.save_steps "
-                          f"({g.save_steps}): it evaluates the checkpoint just saved")
     if config.lora.enabled and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
         raise ConfigError("lora.enabled under DeepSpeed ZeRO-3: the adapter cannot be merged "
                           "from sharded weights; launch with accelerate_zero2.yaml or on one GPU")
-    if e.every and config.lora.enabled:
-        raise ConfigError("eval.every with lora.enabled: checkpoints hold only the adapter; "
-                          "evaluate the merged final model (output_dir/final) instead")
-    if config.resume not in ("auto", "never") and not config.resume.strip():
-        raise ConfigError("resume must be auto, never or a checkpoint folder")
 
 
 def check_files(config: TrainConfig) -> None:

@@ -28,7 +28,7 @@ FINAL = "final"
 @dataclass
 class TrainResult:
     output_dir: Path
-    final_model: Path
+    final_model: Path | None   # None when the run was asked not to save it
     global_step: int
     resumed_from: Path | None
     log_history: list[dict[str, Any]]
@@ -51,31 +51,30 @@ def load_training_processor(settings: ModelSettings):
     return processor
 
 
+def trainer_fields(config: TrainConfig, reward_weights: Sequence[float]) -> dict[str, Any]:
+    """The GRPOConfig fields the trainer sets itself (config.TRAINER_FIELDS names them, so that
+    validation keeps them out of grpo.extra)."""
+    init = {"dtype": config.model.dtype}
+    if config.model.attn_implementation:
+        init["attn_implementation"] = config.model.attn_implementation
+    return {"output_dir": str(config.output_dir), "save_strategy": "steps",
+            "logging_strategy": "steps",
+            "remove_unused_columns": False,  # the ground-truth columns must reach the rewards
+            "scale_rewards": "group",        # A_i = (r_i − mean) / std within the group
+            "reward_weights": list(reward_weights), "model_init_kwargs": init}
+
+
 def grpo_arguments(config: TrainConfig, reward_weights: Sequence[float]):  # -> trl.GRPOConfig
     """GRPOConfig from the recipe settings, plus `grpo.extra` for any other GRPOConfig field."""
     from trl import GRPOConfig
 
-    init = {"dtype": config.model.dtype}
-    if config.model.attn_implementation:
-        init["attn_implementation"] = config.model.attn_implementation
-    fixed = {"output_dir": str(config.output_dir), "save_strategy": "steps",
-             "logging_strategy": "steps",
-             "remove_unused_columns": False,  # the ground-truth columns must reach the rewards
-             "scale_rewards": "group",        # A_i = (r_i − mean) / std within the group
-             "reward_weights": list(reward_weights), "model_init_kwargs": init}
-    named = {f.name: getattr(config.grpo, f.name) for f in dataclasses.fields(config.grpo)
-             if f.name != "extra"}
-    extra = config.grpo.extra
-    unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(GRPOConfig)})
+    # The config checked `extra` against TRL 1.16's field names; another TRL is checked here.
+    unknown = sorted(set(config.grpo.extra) - {f.name for f in dataclasses.fields(GRPOConfig)})
     if unknown:
-        raise ConfigError(f"grpo.extra: {', '.join(unknown)} not GRPOConfig fields")
-    twice = sorted(set(extra) & set(named))
-    if twice:
-        raise ConfigError(f"grpo.extra: {', '.join(twice)} already set under grpo")
-    taken = sorted(set(extra) & set(fixed))
-    if taken:
-        raise ConfigError(f"grpo.extra: {', '.join(taken)} set by the trainer itself")
-    return GRPOConfig(**fixed, **named, **extra)
+        raise ConfigError(f"grpo.extra: {', '.join(unknown)} not GRPOConfig fields in the "
+                          f"installed TRL")
+    return GRPOConfig(**trainer_fields(config, reward_weights),
+                      **config.grpo.model_dump(exclude={"extra"}), **config.grpo.extra)
 
 
 def lora_config(config: TrainConfig):  # -> peft.LoraConfig | None
@@ -174,7 +173,7 @@ def grpo_trainer_class():  # -> type[trl.GRPOTrainer]
 def write_run_record(config: TrainConfig, data: TrainingData) -> None:
     """output_dir/train_config.json: the resolved settings, the data mix and versions."""
     mf.write_json(config.output_dir / "train_config.json", {
-        "config": dataclasses.asdict(config), "samples": data.counts(), "notes": data.notes,
+        "config": config.model_dump(mode="json"), "samples": data.counts(), "notes": data.notes,
         "versions": mf.package_versions(), "git_commit": mf.git_commit()})
 
 
@@ -195,9 +194,10 @@ def save_final(trainer, processor, config: TrainConfig) -> Path:
 
 def train(config: TrainConfig, *, console: Console | None = None,
           extra_rewards: Sequence[tuple[Callable[..., list], float]] = (),
-          callbacks: Sequence[Any] = ()) -> TrainResult:
+          callbacks: Sequence[Any] = (), save_final_model: bool = True) -> TrainResult:
     """Train as configured. `extra_rewards` adds (reward function, weight) pairs to the
-    recipe's (tests use one with variance on a random model); `callbacks` are TrainerCallbacks."""
+    recipe's (tests use one with variance on a random model); `callbacks` are TrainerCallbacks;
+    `save_final_model=False` skips writing output_dir/final (a timing run of a 7B model)."""
     console = console or Console(stderr=True)
     validate(config)
     funcs, weights = reward_functions(config.rewards, config.kinds())
@@ -224,6 +224,6 @@ def train(config: TrainConfig, *, console: Console | None = None,
     if trainer.accelerator.is_main_process:
         write_run_record(config, data)
     trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
-    final = save_final(trainer, processor, config)
+    final = save_final(trainer, processor, config) if save_final_model else None
     return TrainResult(config.output_dir, final, trainer.state.global_step, resumed,
                        list(trainer.state.log_history))
