@@ -61,7 +61,8 @@ def worker(beta: float, device: str, steps: int, work: Path) -> dict:
         data=DataSettings(degradation=[DegradationSource(
             synthetic=work / "synthetic", synthetic_photos=[bundled_photo(*FIT_PHOTOS[0])],
             synthetic_crops_per_photo=1)]),
-        grpo=GRPOSettings(num_generations=4, per_device_train_batch_size=4, max_steps=steps,
+        grpo=GRPOSettings(num_generations=4, per_device_train_batch_size=4,
+                          gradient_accumulation_steps=1, max_steps=steps,
                           save_steps=10 * steps, max_completion_length=32, beta=beta,
                           bf16=False, gradient_checkpointing=False, use_cpu=device == "cpu",
                           report_to="none"))

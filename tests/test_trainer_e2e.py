@@ -83,7 +83,8 @@ def tiny_config(model: Path, data: DataSettings, output_dir: Path,
     return TrainConfig(
         model=ModelSettings(path=model, dtype="float32", min_pixels=None, max_pixels=None),
         output_dir=output_dir, data=data,
-        grpo=GRPOSettings(num_generations=4, per_device_train_batch_size=4, max_steps=3,
+        grpo=GRPOSettings(num_generations=4, per_device_train_batch_size=4,
+                          gradient_accumulation_steps=1, max_steps=3,
                           save_steps=1, max_completion_length=16, learning_rate=1e-2,
                           bf16=False, gradient_checkpointing=False, use_cpu=True),
         eval=evaluation or EvalSettings())
@@ -184,8 +185,9 @@ def test_resume_after_a_crash_reaches_the_last_step(tiny_model, data, tmp_path, 
         "model": {"path": str(tiny_model), "dtype": "float32", "min_pixels": None,
                   "max_pixels": None},
         "data": {"degradation": [{"meta": str(data.degradation[0].meta)}]},
-        "grpo": {"num_generations": 4, "per_device_train_batch_size": 4, "max_steps": 3,
-                 "save_steps": 1, "max_completion_length": 16, "learning_rate": 1e-2,
+        "grpo": {"num_generations": 4, "per_device_train_batch_size": 4,
+                 "gradient_accumulation_steps": 1, "max_steps": 3, "save_steps": 1,
+                 "max_completion_length": 16, "learning_rate": 1e-2,
                  "bf16": False, "gradient_checkpointing": False, "use_cpu": True},
         "output_dir": str(tmp_path / "run")}
     path.write_text(yaml.safe_dump(settings))
@@ -286,8 +288,9 @@ def test_two_processes_under_torchrun(tiny_model, tmp_path):
         "data": {"degradation": [{"synthetic": str(tmp_path / "synthetic"),
                                   "synthetic_photos": [str(photo)],
                                   "synthetic_crops_per_photo": 1}], "limit": 8},
-        "grpo": {"num_generations": 4, "per_device_train_batch_size": 4, "max_steps": 2,
-                 "save_steps": 2, "max_completion_length": 8, "bf16": False,
+        "grpo": {"num_generations": 4, "per_device_train_batch_size": 4,
+                 "gradient_accumulation_steps": 1, "max_steps": 2, "save_steps": 2,
+                 "max_completion_length": 8, "bf16": False,
                  "gradient_checkpointing": False, "use_cpu": True},
         "output_dir": str(tmp_path / "run")}))
     torchrun = Path(sys.executable).parent / "torchrun"

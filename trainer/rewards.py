@@ -7,20 +7,38 @@ mean, so `rewards/score_reward/mean` is the score hit rate over score samples on
 The weights (α1, α2, …) are TRL `reward_weights`, so the logged components stay 0/1 rates and
 the summed reward is r_fmt + r_scr, or r_fmt + α1·r_deg + α2·r_lev, or r_fmt + r_cmp.
 
-Answers are read with the evaluator's own parser (qbench.protocol): an answer the harness would
-count as unparsed earns nothing here either.
+Answers are read one of two ways (`rewards.answer_parser`):
+  upstream   as the released trainer reads them (bytedance/Q-Insight, src/open-r1-multimodal/
+             src/open_r1/qinsight_multi_task.py:296-335, qinsight_comparison.py:238-249): the
+             first <answer>…</answer> block; `"rating": <digits and dots>`; `"distortion_class":
+             "<word>"` then `"severity": "<word>"`, both words exactly as the question lists
+             them; a comparison answer exactly the label.
+  evaluator  qbench.protocol's lenient parser, the one `qbench run` scores with.
 """
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qbench.protocol import answer_region, format_ok, parse_answer
+from qbench.protocol import LEVELS, format_ok, parse_answer
 
 from .config import RewardSettings
 
 Reward = float | None
+
+_FIRST_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
+_RATING_RE = re.compile(r'"rating"\s*:\s*([\d.]+)')
+_DEGRADATION_RE = re.compile(
+    r'"distortion_class"\s*:\s*"([^"]+)".*?"severity"\s*:\s*"([^"]+)"', re.S)
+# The class words of the degradation question, mapped to the canonical classes the datasets are
+# read into (the question's "compression" is the class the paper calls JPEG). The released
+# trainer compares the answer with its training meta's word; that meta file (train_dist.json)
+# is not in the public repository's stored history, so the question's words are the reference.
+QUESTION_CLASSES = {"noise": "noise", "compression": "jpeg", "blur": "blur", "darken": "darken",
+                    "null": "null"}
+QUESTION_LEVELS = frozenset(LEVELS) | {"null"}
 
 
 def completion_text(completion: Any) -> str:
@@ -39,7 +57,46 @@ def completion_text(completion: Any) -> str:
     return "".join(parts)
 
 
-def format_reward(completions: Sequence[Any], kind: Sequence[str], *, strict: bool = False,
+def first_answer(text: str) -> str | None:
+    match = _FIRST_ANSWER_RE.search(text)
+    return match.group(1).strip() if match else None
+
+
+def read_rating(text: str, parser: str) -> float | None:
+    if parser == "evaluator":
+        answer = parse_answer(text, "score")
+        return answer.score if answer.ok else None
+    region = first_answer(text)
+    match = _RATING_RE.search(region) if region is not None else None
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:  # "3.5.1": the released code's float() fails there too
+        return None
+
+
+def read_degradation(text: str, parser: str) -> tuple[str, str] | None:
+    """(canonical class, severity word) of an answer, or None when it gives none."""
+    if parser == "evaluator":
+        answer = parse_answer(text, "degradation")
+        return (answer.distortion_class, answer.severity) if answer.ok else None
+    region = first_answer(text)
+    match = _DEGRADATION_RE.search(region) if region is not None else None
+    if match is None:
+        return None
+    said_class, said_level = match.group(1).strip(), match.group(2).strip()
+    if said_class not in QUESTION_CLASSES or said_level not in QUESTION_LEVELS:
+        return None
+    return QUESTION_CLASSES[said_class], said_level
+
+
+def read_choice(text: str, parser: str) -> str | None:
+    if parser == "evaluator":
+        answer = parse_answer(text, "comparison")
+        return answer.choice if answer.ok else None
+    return first_answer(text)
+
+
+def format_reward(completions: Sequence[Any], kind: Sequence[str], *, strict: bool = True,
                   log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[Reward]:
     """1 when the response is <think>…</think><answer>…</answer> (JSON-like answer for score and
     degradation). Both strictness rates are logged each step, whichever one is rewarded, so a
@@ -56,20 +113,20 @@ def format_reward(completions: Sequence[Any], kind: Sequence[str], *, strict: bo
 
 
 def score_reward(completions: Sequence[Any], kind: Sequence[str], mos_norm: Sequence[Any], *,
-                 epsilon: float = 0.35, **_: Any) -> list[Reward]:
+                 epsilon: float = 0.35, parser: str = "upstream", **_: Any) -> list[Reward]:
     """1 when |predicted rating − MOS on [1, 5]| < epsilon."""
     out: list[Reward] = []
     for completion, k, truth in zip(completions, kind, mos_norm, strict=True):
         if k != "score":
             out.append(None)
             continue
-        answer = parse_answer(completion_text(completion), "score")
-        out.append(float(answer.ok and abs(answer.score - float(truth)) < epsilon))
+        rating = read_rating(completion_text(completion), parser)
+        out.append(float(rating is not None and abs(rating - float(truth)) < epsilon))
     return out
 
 
 def _degradation_hits(completions: Sequence[Any], kind: Sequence[str],
-                      distortion_class: Sequence[Any], severity: Sequence[Any]
+                      distortion_class: Sequence[Any], severity: Sequence[Any], parser: str
                       ) -> list[tuple[bool, bool] | None]:
     """(class right, class and level right) per degradation sample, None for other kinds."""
     out: list[tuple[bool, bool] | None] = []
@@ -78,38 +135,37 @@ def _degradation_hits(completions: Sequence[Any], kind: Sequence[str],
         if k != "degradation":
             out.append(None)
             continue
-        answer = parse_answer(completion_text(completion), "degradation")
-        class_right = answer.ok and answer.distortion_class == cls
-        out.append((class_right, class_right and answer.severity == level))
+        said = read_degradation(completion_text(completion), parser)
+        class_right = said is not None and said[0] == cls
+        out.append((class_right, class_right and said[1] == level))
     return out
 
 
 def degradation_class_reward(completions: Sequence[Any], kind: Sequence[str],
-                             distortion_class: Sequence[Any], severity: Sequence[Any],
-                             **_: Any) -> list[Reward]:
-    """r_deg: 1 when the distortion class is right ("JPEG" and "compression" are one class)."""
-    hits = _degradation_hits(completions, kind, distortion_class, severity)
+                             distortion_class: Sequence[Any], severity: Sequence[Any], *,
+                             parser: str = "upstream", **_: Any) -> list[Reward]:
+    """r_deg: 1 when the distortion class is right."""
+    hits = _degradation_hits(completions, kind, distortion_class, severity, parser)
     return [None if h is None else float(h[0]) for h in hits]
 
 
 def degradation_level_reward(completions: Sequence[Any], kind: Sequence[str],
-                             distortion_class: Sequence[Any], severity: Sequence[Any],
-                             **_: Any) -> list[Reward]:
+                             distortion_class: Sequence[Any], severity: Sequence[Any], *,
+                             parser: str = "upstream", **_: Any) -> list[Reward]:
     """r_lev: 1 when the class AND the severity level are right."""
-    hits = _degradation_hits(completions, kind, distortion_class, severity)
+    hits = _degradation_hits(completions, kind, distortion_class, severity, parser)
     return [None if h is None else float(h[1]) for h in hits]
 
 
-def comparison_reward(completions: Sequence[Any], kind: Sequence[str], choice: Sequence[Any],
-                      **_: Any) -> list[Reward]:
-    """1 when the tagged answer, stripped, is exactly the label (Image A | Image B | Similar)."""
+def comparison_reward(completions: Sequence[Any], kind: Sequence[str], choice: Sequence[Any], *,
+                      parser: str = "upstream", **_: Any) -> list[Reward]:
+    """1 when the answer is the label (Image A | Image B | Similar)."""
     out: list[Reward] = []
     for completion, k, label in zip(completions, kind, choice, strict=True):
         if k != "comparison":
             out.append(None)
             continue
-        region, tagged = answer_region(completion_text(completion))
-        out.append(float(tagged and region == label))
+        out.append(float(read_choice(completion_text(completion), parser) == label))
     return out
 
 
@@ -117,16 +173,19 @@ def reward_functions(settings: RewardSettings, kinds: Sequence[str]
                      ) -> tuple[list[Callable[..., list[Reward]]], list[float]]:
     """The reward functions a mix of `kinds` needs, and their TRL reward_weights. Settings are
     bound with functools.partial (picklable; TRL logs them under the function's name)."""
+    parser = settings.answer_parser
     funcs: list[Callable[..., list[Reward]]] = [
         functools.partial(format_reward, strict=settings.format_strict)]
     weights = [settings.format_weight]
     if "score" in kinds:
-        funcs.append(functools.partial(score_reward, epsilon=settings.score_epsilon))
+        funcs.append(functools.partial(score_reward, epsilon=settings.score_epsilon,
+                                       parser=parser))
         weights.append(settings.score_weight)
     if "degradation" in kinds:
-        funcs += [degradation_class_reward, degradation_level_reward]
+        funcs += [functools.partial(degradation_class_reward, parser=parser),
+                  functools.partial(degradation_level_reward, parser=parser)]
         weights += [settings.class_weight, settings.level_weight]
     if "comparison" in kinds:
-        funcs.append(comparison_reward)
+        funcs.append(functools.partial(comparison_reward, parser=parser))
         weights.append(settings.comparison_weight)
     return funcs, weights
