@@ -64,7 +64,8 @@ class RoundTripModel(Model):
     """Answers from the truth plus noise, seeded per sample; `lower` scores lower-is-better;
     `crash` raises on every batch (a typo in predict); `delay` seconds per batch; `log` a file
     that records every sample id it is asked about; `die_rank` / `die_after`: that launcher rank
-    exits hard after that many batches, the first time only (a `.died` file beside `log`)."""
+    exits hard after that many batches, the first time only (a `.died` file beside `log`);
+    `wait_for` a file whose appearance lets the first batch go on."""
 
     name = "rt-model"
     kinds = frozenset({"score", "degradation", "comparison"})
@@ -76,6 +77,9 @@ class RoundTripModel(Model):
 
     def predict(self, samples, images):
         time.sleep(float(self.config.options.get("delay", 0)))
+        release = self.config.options.get("wait_for")   # hold the run until this file exists
+        while release and not Path(release).exists():
+            time.sleep(0.05)
         self.batches = getattr(self, "batches", 0) + 1
         dies = self.config.options.get("die_rank")   # a launcher rank that dies mid-run, once
         marker = Path(str(self.config.options.get("log"))).with_suffix(".died")

@@ -212,17 +212,19 @@ def test_concurrent_runs_into_one_folder_keep_every_leaderboard_row(tmp_path):
 
 def test_the_same_command_twice_at_once_loses_and_duplicates_nothing(tmp_path):
     (tmp_path / "rt.json").write_text(json.dumps({"n": 16, "seed": 7, "lower_better": False}))
-    slow = ("--model-arg", "delay=1.0", "--run-name", "same")   # 8 batches: 8 s
-    first = cli_run(tmp_path / "out", 0, tmp_path, *slow)
+    release = tmp_path / "release"
+    same = ("--model-arg", f"wait_for={release}", "--run-name", "same")
+    first = cli_run(tmp_path / "out", 0, tmp_path, *same)   # holds the folder until released
     lock = tmp_path / "out" / "same" / ".lock"
-    for _ in range(400):   # until the first command holds the folder
+    for _ in range(1200):
         if lock.exists() and lock.read_text().startswith("pid"):
             break
         time.sleep(0.05)
-    second = cli_run(tmp_path / "out", 0, tmp_path, *slow)
+    second = cli_run(tmp_path / "out", 0, tmp_path, *same)
     assert second.wait(timeout=240) == 2
     assert "is in use by pid" in " ".join(second.stderr.read().split())
-    queued = cli_run(tmp_path / "out", 0, tmp_path, *slow, "--wait")
+    queued = cli_run(tmp_path / "out", 0, tmp_path, *same, "--wait")
+    release.touch()
     assert first.wait(timeout=240) == 0, first.stderr.read()
     assert queued.wait(timeout=240) == 0, queued.stderr.read()
     rows = [json.loads(line) for line in (tmp_path / "out" / "same" / "predictions.jsonl").read_text().splitlines()]
