@@ -162,7 +162,7 @@ ISSUE_13 = [
      "model: min_pixels (5000) is above max_pixels (4000)"),
     ({"data.limit": "-1"}, "data.limit: should be greater than or equal to 1 (got -1)"),
     ({"grpo.extra": "{mystery_knob: 1}"},
-     "grpo.extra: mystery_knob: not GRPOConfig fields (TRL 1.16.0)"),
+     "grpo.extra: mystery_knob: not a GRPOConfig field (TRL 1.16.0)"),
     ({"grpo.num_generations": ".inf"}, "grpo.num_generations: should be a finite number (got inf)"),
 ]
 
@@ -281,7 +281,7 @@ def test_grpo_arguments_carry_the_recipe_and_extra_fields(tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [
-    ({"num_generation": 8}, r"grpo.extra: num_generation: not GRPOConfig fields"),
+    ({"num_generation": 8}, r"grpo.extra: num_generation: not a GRPOConfig field"),
     ({"beta": 0.1}, r"grpo.extra: beta: already set under grpo"),
     ({"remove_unused_columns": True}, r"grpo.extra: remove_unused_columns: set by the trainer"),
     ({"generation_kwargs": {"typical_p": float("nan")}},

@@ -229,7 +229,8 @@ class GRPOSettings(Settings):
     def _known_extra_fields(cls, extra: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(extra) - GRPO_CONFIG_FIELDS)
         if unknown:
-            raise ValueError(f"{', '.join(unknown)}: not GRPOConfig fields (TRL {TRL_VERSION})")
+            what = "a GRPOConfig field" if len(unknown) == 1 else "GRPOConfig fields"
+            raise ValueError(f"{', '.join(unknown)}: not {what} (TRL {TRL_VERSION})")
         twice = sorted(set(extra) & (set(cls.model_fields) - {"extra"}))
         if twice:
             raise ValueError(f"{', '.join(twice)}: already set under grpo")
