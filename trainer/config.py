@@ -100,8 +100,8 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     path: UserPath
-    dtype: Literal[DTYPES] = "bfloat16"   # U: run.sh:70-71 (bf16)
-    # U: run.sh:75 uses flash_attention_2; None here is transformers' default (sdpa), the same
+    dtype: Literal[DTYPES] = "bfloat16"   # U: run.sh:71-72 (bf16)
+    # U: run.sh:76 uses flash_attention_2; None here is transformers' default (sdpa), the same
     # attention computed by another kernel, because flash-attn is not a qbench dependency.
     attn_implementation: str | None = None
     min_pixels: Count | None = MIN_PIXELS   # None: keep the checkpoint processor's setting
@@ -155,7 +155,7 @@ class DataSettings(Settings):
     score: list[ScoreSource] = Field(default_factory=list)
     degradation: list[DegradationSource] = Field(default_factory=list)
     comparison: list[ComparisonSource] = Field(default_factory=list)
-    seed: NonNegativeWhole = 42       # the mix is shuffled with it (U: run.sh:72 data_seed 42)
+    seed: NonNegativeWhole = 42       # the mix is shuffled with it (U: run.sh:73 data_seed 42)
     image_first: StrictBool = True    # U: mt.py:271, the image before the question
     limit: Count | None = None        # keep the first `limit` samples of the shuffled mix
 
@@ -173,7 +173,7 @@ class RewardSettings(Settings):
     # a double-quoted "rating" followed by digits, quoted class and severity words compared
     # exactly); "evaluator": qbench's lenient parser, the one `qbench run` scores with.
     answer_parser: Literal["upstream", "evaluator"] = "upstream"
-    score_epsilon: Positive = 0.35    # U: run.sh:80 --score_reward_threshold 0.35
+    score_epsilon: Positive = 0.35    # U: run.sh:81 --score_reward_threshold 0.35
     format_weight: NonNegative = 1.0  # U: cfg.py:249, reward_weights None = 1.0 each
     score_weight: NonNegative = 1.0
     class_weight: NonNegative = 0.25  # α1, U: mt.py:333
@@ -183,8 +183,8 @@ class RewardSettings(Settings):
 
 class GRPOSettings(Settings):
     """The GRPOConfig fields the recipe sets; `extra` passes any other GRPOConfig field on."""
-    num_generations: Annotated[Whole, Field(ge=2)] = 8   # U: run.sh:66
-    beta: NonNegative = 1e-3                  # U: run.sh:81
+    num_generations: Annotated[Whole, Field(ge=2)] = 8   # U: run.sh:67, cmp.sh:66
+    beta: NonNegative = 1e-3                  # U: run.sh:82, cmp.sh:81
     # U: tr.py:689-693 adds beta × the k3 estimate to the loss as it is; TRL 1.16 by default
     # multiplies it by the importance ratio, which changes its gradient even on-policy.
     use_bias_correction_kl: StrictBool = False
@@ -192,9 +192,9 @@ class GRPOSettings(Settings):
     loss_type: Literal[LOSS_TYPES] = "grpo"   # U: tr.py:700
     learning_rate: Positive = 1e-6            # U: cfg.py:227 (the script sets none)
     lr_scheduler_type: Literal[LR_SCHEDULERS] = "linear"   # TrainingArguments' default there
-    num_train_epochs: NonNegative = 10.0      # U: run.sh:76, cmp.sh:76
+    num_train_epochs: NonNegative = 10.0      # U: run.sh:77, cmp.sh:76
     max_steps: Annotated[Whole, Field(ge=-1)] = -1        # -1: the epochs decide
-    # Completions per optimizer step = per_device × accumulation × processes; U: run.sh:67-68
+    # Completions per optimizer step = per_device × accumulation × processes; U: run.sh:68-69
     # sets 8 × 2. The paper's "total batch 128 on 16 GPUs" is 8 × 16 without the accumulation;
     # the script, followed here, makes that 256 on 16 GPUs (REFERENCE §1).
     per_device_train_batch_size: Count = 8
@@ -209,18 +209,18 @@ class GRPOSettings(Settings):
     top_k: NonNegativeWhole = 50
     top_p: Fraction = 1.0
     max_completion_length: Count = 256        # U: cfg.py:159 (the script sets none)
-    bf16: StrictBool = True                   # U: run.sh:70
-    # U: run.sh:74 trains without; it changes memory and time, not the update.
+    bf16: StrictBool = True                   # U: run.sh:71
+    # U: run.sh:75 trains without; it changes memory and time, not the update.
     gradient_checkpointing: StrictBool = False
-    logging_steps: Count = 1                  # U: run.sh:69
-    save_steps: Count = 500                   # U: run.sh:79 (the script also saves the model
-    save_total_limit: Count | None = None     # only; qbench keeps optimizer state to resume)
+    logging_steps: Count = 1                  # U: run.sh:70
+    save_steps: Count = 500                   # U: run.sh:79 (run.sh:80 saves the model only;
+    save_total_limit: Count | None = None     # qbench keeps the optimizer state, to resume)
     seed: NonNegativeWhole = 42
     use_vllm: StrictBool = False
     vllm_mode: Literal[VLLM_MODES] = "colocate"
     vllm_gpu_memory_utilization: Fraction = 0.3
     vllm_server_base_url: str | None = None
-    report_to: str = "none"                   # U: run.sh:73 wandb; not a qbench dependency
+    report_to: str = "none"                   # U: run.sh:74 wandb; not a qbench dependency
     use_cpu: StrictBool = False
     extra: dict[str, Any] = Field(default_factory=dict)
 
