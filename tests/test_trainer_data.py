@@ -221,8 +221,30 @@ def test_evaluation_tasks_are_checked_before_training(sources, tmp_path):
                          training)
     koniq = {"koniq": sources.score[0].folder}
     # the fixture's KonIQ test split (k9.jpg) is not a training image
-    assert check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data=koniq), training) == []
+    assert check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data_paths=koniq,
+                                         split="test"), training) == []
     # evaluating on the training split itself is reported
-    notes = check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data=koniq, split="train"),
-                             training)
+    notes = check_eval_tasks(EvalSettings(every=10, tasks=["koniq"], data_paths=koniq,
+                                          split="train"), training)
     assert len(notes) == 1 and "5 of 5 koniq train samples are training images too" in notes[0]
+
+
+def test_evaluation_options_are_run_options_by_their_runconfig_names():
+    """eval takes `every` and any `qbench run` option under its RunConfig name, typed as there."""
+    from pydantic import ValidationError
+
+    from qbench.runner import RunConfig
+    from qbench.trainer.config import EvalSettings
+    settings = EvalSettings(every=5, tasks=["koniq", "spaq"], limit="20", data_root="data",
+                            task_options={"spaq": {"resize_short_side": None}})
+    run = settings.run_config(model_path=Path("ckpt"), output_dir=Path("o"), run_name="step-5")
+    assert run == RunConfig(model="qinsight", tasks=["koniq", "spaq"], limit=20,
+                            data_root=Path("data"), task_options={"spaq": {"resize_short_side": None}},
+                            model_path=Path("ckpt"), output_dir=Path("o"), run_name="step-5",
+                            progress=False)
+    for bad, message in (({"data": {}}, "unknown key(s) data: besides `every`, eval takes qbench "
+                                        "run options by their RunConfig names"),
+                         ({"output_dir": "x"}, "output_dir: set by the evaluation itself"),
+                         ({"limit": "many"}, "limit: Input should be a valid integer")):
+        with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            EvalSettings(**bad)

@@ -97,7 +97,7 @@ def tensors(folder: Path) -> dict:
 
 def test_grpo_steps_train_log_save_and_evaluate(tiny_model, data, tmp_path):
     dq_folder = data.degradation[0].meta.parent
-    evaluation = EvalSettings(every=3, tasks=["dq495k"], data={"dq495k": dq_folder}, limit=4,
+    evaluation = EvalSettings(every=3, tasks=["dq495k"], data_paths={"dq495k": dq_folder}, limit=4,
                               batch_size=4, model_options={"max_new_tokens": 16})
     config = tiny_config(tiny_model, data, tmp_path / "run", evaluation)
     result = train(config, extra_rewards=[(even_token_share, 1.0)])
@@ -260,7 +260,7 @@ def test_a_failed_periodic_evaluation_is_recorded_and_training_goes_on(tmp_path)
 
     from qbench.trainer.train import harness_callback
 
-    settings = EvalSettings(every=2, tasks=["dq495k"], data={"dq495k": tmp_path})
+    settings = EvalSettings(every=2, tasks=["dq495k"], data_paths={"dq495k": tmp_path})
     printed = io.StringIO()
     callback = harness_callback(settings, tmp_path / "run", Console(file=printed, width=200))
     state = TrainerState()

@@ -256,19 +256,52 @@ class LoraSettings(Settings):
     target_modules: str = LANGUAGE_MODEL_LINEAR
 
 
+# `qbench run` options the periodic evaluation sets itself, and its own defaults.
+EVAL_SETS = frozenset({"model_path", "output_dir", "run_name", "progress", "include", "wait",
+                       "shard"})
+EVAL_DEFAULTS: dict[str, Any] = {"model": "qinsight", "tasks": ["koniq"], "limit": 200}
+
+
 class EvalSettings(Settings):
     """Evaluate every `every` steps (a multiple of save_steps: it evaluates the checkpoint just
-    written) through `qbench run`; 0 turns it off."""
+    written) through `qbench run`; 0 turns it off. Every other key is a `qbench run` option by
+    its RunConfig name (qbench/runner.py: tasks, data_root, data_paths, split, limit,
+    batch_size, device, model, model_options, task_options, ...), checked by its type there:
+    an option is declared once, for runs and for the evaluation alike."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False, protected_namespaces=())
     every: NonNegativeWhole = 0
-    tasks: Annotated[list[str], Field(min_length=1)] = Field(default_factory=lambda: ["koniq"])
-    data_root: UserPath | None = None
-    data: dict[str, UserPath] = Field(default_factory=dict)   # per-task folder overrides
-    split: str | None = None
-    limit: Count | None = 200
-    batch_size: Count = 8
-    device: str = "auto"
-    model: str = "qinsight"
-    model_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _run_options(self) -> EvalSettings:
+        import typing
+
+        from pydantic import TypeAdapter
+
+        from qbench.runner import RunConfig
+        hints = typing.get_type_hints(RunConfig)
+        given = dict(self.model_extra or {})
+        unknown = sorted(set(given) - set(hints))
+        if unknown:
+            raise ValueError(f"unknown key(s) {', '.join(unknown)}: besides `every`, eval takes "
+                             f"qbench run options by their RunConfig names "
+                             f"({', '.join(k for k in hints if k not in EVAL_SETS)})")
+        fixed = sorted(set(given) & EVAL_SETS)
+        if fixed:
+            raise ValueError(f"{', '.join(fixed)}: set by the evaluation itself")
+        for key, value in given.items():
+            try:
+                self.model_extra[key] = TypeAdapter(hints[key]).validate_python(value)
+            except ValidationError as exc:
+                raise ValueError(f"{key}: {exc.errors()[0]['msg']} (got {value!r})") from None
+        return self
+
+    def run_config(self, **fixed: Any) -> Any:
+        """The RunConfig of one evaluation: the defaults, the options given, then `fixed`
+        (model_path, output_dir, run_name)."""
+        from qbench.runner import RunConfig
+        return RunConfig(**(EVAL_DEFAULTS | dict(self.model_extra or {}) | {"progress": False}
+                            | fixed))
 
 
 class TrainConfig(Settings):
@@ -454,8 +487,8 @@ def check_files(config: TrainConfig) -> None:
             raise ConfigError(f"data.comparison[{i}].images {c.images} is not a folder")
     if config.resume not in ("auto", "never") and not Path(config.resume).is_dir():
         raise ConfigError(f"resume: checkpoint folder {config.resume} not found")
-    root = config.eval.data_root
-    if config.eval.every and root is not None and not root.is_dir():
+    root = config.eval.run_config().data_root
+    if config.eval.every and root is not None and not Path(root).is_dir():
         raise ConfigError(f"eval.data_root {root} is not a folder")
 
 

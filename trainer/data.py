@@ -125,14 +125,15 @@ def check_eval_tasks(settings: EvalSettings, training: Sequence[Sample]) -> list
     training, not discovered at the first checkpoint. Returns a note for each task whose
     evaluation images are also training images (a held-out split that is not held out)."""
     trained = {Path(p).resolve() for s in training for p in s.images}
+    run = settings.run_config()
     notes = []
-    for name in settings.tasks:
-        task = get_task(name)
-        split = settings.split or task.default_split
+    for name in run.tasks:
+        task = get_task(name, run.task_options.get(name))
+        split = run.split or task.default_split
         if split not in task.splits:
             raise ConfigError(f"eval: task {name} has no split {split!r} "
                               f"(has: {', '.join(task.splits)})")
-        samples = load_split(task, task.locate(settings.data_root, settings.data.get(name)),
+        samples = load_split(task, task.locate(run.data_root, run.data_paths.get(name)),
                              split).samples
         shared = [s for s in samples if any(Path(p).resolve() in trained for p in s.images)]
         if shared:

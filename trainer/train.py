@@ -102,13 +102,9 @@ def evaluate_checkpoint(checkpoint: Path, settings: EvalSettings, output_dir: Pa
                         run_name: str) -> dict[str, Any]:
     """Run the harness on a checkpoint: every number it reports, keyed eval/<task>/<metric>,
     and the reason of any task it skipped."""
-    from qbench.runner import RunConfig, run
-    result = run(RunConfig(
-        model=settings.model, tasks=list(settings.tasks), model_path=checkpoint,
-        model_options=dict(settings.model_options), data_root=settings.data_root,
-        data_paths=dict(settings.data), split=settings.split, batch_size=settings.batch_size,
-        limit=settings.limit, output_dir=output_dir, run_name=run_name, device=settings.device,
-        progress=False))
+    from qbench.runner import run
+    result = run(settings.run_config(model_path=checkpoint, output_dir=output_dir,
+                                     run_name=run_name))
     found: dict[str, Any] = {}
     for outcome in result.outcomes:
         if outcome.metrics is None:
@@ -174,6 +170,7 @@ def write_run_record(config: TrainConfig, data: TrainingData) -> None:
     """output_dir/train_config.json: the resolved settings, the data mix and versions."""
     mf.write_json(config.output_dir / "train_config.json", {
         "config": config.model_dump(mode="json"), "samples": data.counts(), "notes": data.notes,
+        "problems": data.problems,
         "versions": mf.package_versions(), "git_commit": mf.git_commit()})
 
 
