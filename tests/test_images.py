@@ -10,7 +10,8 @@ import openpyxl
 import pytest
 from PIL import Image
 
-from qbench.images import ImageError, downscale_short_side, load_image, to_rgb8
+from qbench.images import ImageError, downscale_short_side, load_image, prefetch_batches, to_rgb8
+from qbench.records import Sample
 from qbench.registry import get_task
 from qbench.runner import RunConfig, run
 
@@ -95,3 +96,23 @@ def test_a_run_counts_oversized_images_and_records_the_task_options(tmp_path):
     manifest = json.loads((result.run_dir / "manifest.json").read_text())
     assert manifest["tasks"]["spaq"]["options"] == {"resize_short_side": 64}
     assert manifest["config"]["task_options"] == {"spaq": {"resize_short_side": 64}}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_decoding_reuses_pixel_memory_only_while_batches_are_in_flight(tmp_path, workers):
+    """PIL keeps freed blocks for the next batch while decoding runs, sized by the batches
+    alive at once, and the setting (with the memory it holds) goes back afterwards."""
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(paths[-1])
+    samples = [Sample(id=str(i), task="t", kind="score", images=(str(p),))
+               for i, p in enumerate(paths)]
+    before = Image.core.get_blocks_max()
+    during, seen = [], []
+    for batch in prefetch_batches(samples, 2, workers=workers, ahead=1):
+        during.append(Image.core.get_blocks_max())
+        seen += [int(np.asarray(im[0])[0, 0, 0]) for im in batch.images]
+    assert seen == [0, 1, 2, 3, 4]
+    assert min(during) >= (2 if workers == 0 else 4) * 2 > before
+    assert Image.core.get_blocks_max() == before
