@@ -7,8 +7,12 @@ its metrics in its own module with `tasks=(...)`.
 Adding a metric with an interval is one `@metric(...)` in one place, e.g.:
 
     @metric("mae", kinds={"score"}, higher_better=False,
-            resample=lambda s: per_sample(s.scored_ids, looped(mean_abs, s.pred, s.gt)))
-    def mae(s: Scored) -> float | None: ...
+            resample=lambda s: per_sample(s, looped(mean_abs, s.pred, s.gt)))
+    def mae(s: Scored) -> float | None:
+        return mean_abs(s.pred, s.gt) if s.scored else None
+
+(tests/test_rundir.py adds this one and checks it in metrics.json, the leaderboard, compare and
+the report.)
 """
 from __future__ import annotations
 
