@@ -151,6 +151,24 @@ def test_report_leaderboard_has_intervals_failures_and_transcripts(good_run, tmp
     assert "&lt;clean&gt;" in page and "<clean>" not in page   # model text is escaped
 
 
+def test_a_metric_that_does_not_follow_from_the_predictions_gets_no_interval(good_run):
+    """An edited metrics.json: the report shows the figure without an interval and says why;
+    the figures that do follow from the predictions keep theirs."""
+    path = good_run / "metrics.json"
+    metrics = json.loads(path.read_text())
+    reported = metrics["report-score"]["srcc"]
+    metrics["report-score"]["srcc"] = reported + 1e-3
+    path.write_text(json.dumps(metrics))
+    report = build_report([RunView.load(good_run)], resamples=100)
+    (note,) = [n for n in report.notes if "no CI" in n]
+    assert f"no CI for srcc (the task reports {reported + 1e-3:.6g}, the bootstrap estimate is " \
+           f"{reported:.6g})" in note
+    row = next(r for r in report.leaderboard.rows if r[2] == "report-score")
+    columns = report.leaderboard.columns
+    assert "[" not in row[columns.index("srcc")]
+    assert "[" in row[columns.index("plcc_logistic")]   # a refitted metric keeps its interval
+
+
 def test_report_opens_with_the_paper_table_runs_beside_published_figures(good_run):
     figures = [PublishedFigure("Paper-Model", "report-score", metric, value, "koniq", convention,
                                "Some paper, Table 9")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from qbench import DataError, registry
@@ -62,6 +62,8 @@ def assert_same(a, b, where):
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(n=st.integers(12, 40), seed=st.integers(0, 1000), lower_truth=st.booleans(),
        lower_model=st.booleans(), shards=st.integers(2, 3))
+# the logistic fit from the bootstrap's start lands 1e-9 away from the reported one here
+@example(n=13, seed=1, lower_truth=False, lower_model=False, shards=3)
 def test_round_trip_run_shards_merge_compare_report_agree(tmp_path_factory, monkeypatch, n, seed,
                                                           lower_truth, lower_model, shards):
     root = tmp_path_factory.mktemp("rt")
