@@ -187,7 +187,7 @@ class RemoteOwl2:
     """The model code shipped with the weights, called as the upstream scripts call it:
     input_ids with -200 where the image goes, pixel values as `images`."""
 
-    def __init__(self, path: Path, model: str, device: str, dtype):
+    def __init__(self, path: Path, model: str, device: str, dtype, *, trust_remote_code: bool):
         import transformers
         from transformers import AutoModelForCausalLM
         # the transformers this code needs calls the argument torch_dtype
@@ -195,7 +195,8 @@ class RemoteOwl2:
         try:
             with hub_offline():
                 network = AutoModelForCausalLM.from_pretrained(
-                    path, trust_remote_code=True, local_files_only=True, **{dtype_key: dtype})
+                    path, trust_remote_code=trust_remote_code, local_files_only=True,
+                    **{dtype_key: dtype})
         except Exception as exc:  # remote code fails in many ways; say which and what to do
             raise ModelError(
                 f"{model}: loading {path} failed under transformers "
@@ -250,7 +251,8 @@ class Owl2Levels(LevelScorer):
                 raise mplug_owl2.Owl2Error(
                     f"the tokenizer in {inputs_dir} has {self.tokenizer.sp.get_piece_size()} "
                     f"pieces, the weights in {path} a vocabulary of {vocabulary}: not a pair")
-            self.network = (RemoteOwl2(path, self.name, self.device, self.dtype)
+            self.network = (RemoteOwl2(path, self.name, self.device, self.dtype,
+                                       trust_remote_code=self.options.trust_remote_code)
                             if self.options.trust_remote_code
                             else mplug_owl2.load_mplug_owl2(path, self.device, self.dtype))
         except mplug_owl2.Owl2Error as exc:

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -17,3 +18,22 @@ def _isolated_cache(tmp_path_factory):
     """Demo data and fitted baselines go to a per-session cache, never the user's."""
     os.environ["QBENCH_CACHE"] = str(tmp_path_factory.mktemp("qbench-cache"))
     yield
+
+
+@pytest.fixture
+def installed_distribution(tmp_path, monkeypatch):
+    """`install(name, entry_points)`: a distribution `name` 1.0 on a fresh site folder
+    (tmp_path/site, where the test writes its modules) declaring `entry_points` (the text of
+    entry_points.txt); the registry loads plugins again on next use. Returns the site folder."""
+    from qbench import registry
+
+    def install(name: str, entry_points: str) -> Path:
+        site = tmp_path / "site"
+        dist = site / f"{name.replace('-', '_')}-1.0.dist-info"
+        dist.mkdir(parents=True)
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+        (dist / "entry_points.txt").write_text(entry_points)
+        monkeypatch.syspath_prepend(str(site))
+        monkeypatch.setattr(registry, "_loaded", False)
+        return site
+    return install

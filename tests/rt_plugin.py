@@ -11,18 +11,25 @@ from qbench import Model, Prediction, Sample, Task, TaskData, register_model, re
 from qbench.protocol import CHOICES, CLASSES, LEVELS
 
 
+class RoundTripTask(Task):
+    """Reads its spec, rt.json, from the folder $RT_ROOT names."""
+
+    def locate(self, data_root, override=None):
+        return Path(os.environ.get("RT_ROOT", "."))
+
+    def spec(self, folder) -> dict:
+        return json.loads((folder / "rt.json").read_text())
+
+
 @register_task
-class FlippingScoreTask(Task):
+class FlippingScoreTask(RoundTripTask):
     """A score task whose ground-truth direction is decided when it loads (as CSIQ from a DeQA
     meta): the declaration says higher is better, the file may say otherwise."""
 
     name, kind, in_all = "rt-score", "score", False
 
-    def locate(self, data_root, override=None):
-        return Path(os.environ.get("RT_ROOT", "."))
-
     def load(self, folder, split):
-        spec = json.loads((folder / "rt.json").read_text())
+        spec = self.spec(folder)
         rng = np.random.default_rng(spec["seed"])
         quality = rng.uniform(1, 5, spec["n"])   # mos_norm: higher is better, always
         raw = 6 - quality if spec["lower_better"] else quality
@@ -32,14 +39,11 @@ class FlippingScoreTask(Task):
 
 
 @register_task
-class RoundTripDegradation(Task):
+class RoundTripDegradation(RoundTripTask):
     name, kind, in_all = "rt-degradation", "degradation", False
 
-    def locate(self, data_root, override=None):
-        return Path(os.environ.get("RT_ROOT", "."))
-
     def load(self, folder, split):
-        n = json.loads((folder / "rt.json").read_text())["n"]
+        n = self.spec(folder)["n"]
         return TaskData([Sample(id=f"d{i:03d}", task=self.name, kind="degradation", images=(),
                                 distortion_class=CLASSES[i % 5],
                                 severity="null" if CLASSES[i % 5] == "null" else LEVELS[i % 5])
@@ -47,14 +51,11 @@ class RoundTripDegradation(Task):
 
 
 @register_task
-class RoundTripComparison(Task):
+class RoundTripComparison(RoundTripTask):
     name, kind, in_all = "rt-comparison", "comparison", False
 
-    def locate(self, data_root, override=None):
-        return Path(os.environ.get("RT_ROOT", "."))
-
     def load(self, folder, split):
-        n = json.loads((folder / "rt.json").read_text())["n"]
+        n = self.spec(folder)["n"]
         return TaskData([Sample(id=f"c{i:03d}", task=self.name, kind="comparison", images=(),
                                 choice=CHOICES[i % 3]) for i in range(n)], source="rt.json")
 

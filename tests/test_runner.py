@@ -117,7 +117,7 @@ def test_include_registers_task_and_model_for_list(tmp_path, capsys):
     assert "toy-luma" in out and f"ready: {tmp_path / 'data' / 'toy'}" in out
 
 
-def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
+def test_entry_point_plugins_are_loaded(tmp_path, installed_distribution):
     package = tmp_path / "site"
     (package / "qbench_extra_plugin").mkdir(parents=True)
     (package / "qbench_extra_plugin" / "__init__.py").write_text(
@@ -125,12 +125,7 @@ def test_entry_point_plugins_are_loaded(tmp_path, monkeypatch):
         "@register_model('extra-model')\n"
         "class Extra(Model):\n    name = 'extra-model'\n"
         "    def predict(self, samples, images):\n        return []\n")
-    dist = package / "qbench_extra_plugin-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: qbench-extra-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[qbench.models]\nextra = qbench_extra_plugin\n")
-    monkeypatch.syspath_prepend(str(package))
-    monkeypatch.setattr(registry, "_loaded", False)
+    installed_distribution("qbench-extra-plugin", "[qbench.models]\nextra = qbench_extra_plugin\n")
     registry.MODELS.pop("extra-model", None)
     model = registry.create_model("extra-model")
     assert type(model).__name__ == "Extra"

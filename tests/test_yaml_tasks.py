@@ -447,32 +447,19 @@ def test_include_folder_registers_yaml_and_python_files(tmp_path, capsys):
     assert json.loads((run_dir(tmp_path / "out") / "metrics.json").read_text())["my-scores"]["n"] == 12
 
 
-def test_entry_point_group_registers_packaged_task_files(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    package = site / "qbench_yaml_sets"
+def test_entry_point_group_registers_packaged_task_files(tmp_path, installed_distribution):
+    package = tmp_path / "site" / "qbench_yaml_sets"
     score_set(package, lower_better=False)
     (package / "__init__.py").write_text("")
-    dist = site / "qbench_yaml_sets-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: qbench-yaml-sets\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[qbench.task_files]\nsets = qbench_yaml_sets\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(registry, "_loaded", False)
+    installed_distribution("qbench-yaml-sets", "[qbench.task_files]\nsets = qbench_yaml_sets\n")
     task = get_task("my-scores")
     assert task.task_file == package / "my-scores.yaml"
     assert len(load_split(task, task.locate(None), "test").samples) == 12
 
 
-def test_entry_point_to_a_bad_file_names_the_plugin(tmp_path, monkeypatch):
-    site = tmp_path / "site"
-    site.mkdir()
+def test_entry_point_to_a_bad_file_names_the_plugin(tmp_path, installed_distribution):
+    site = installed_distribution("bad-sets", "[qbench.task_files]\nbad = bad_sets:PATH\n")
     (site / "bad_sets.py").write_text(f"PATH = {str(tmp_path / 'nothing.yaml')!r}\n")
-    dist = site / "bad_sets-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bad-sets\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[qbench.task_files]\nbad = bad_sets:PATH\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(registry, "_loaded", False)
     with pytest.raises(RegistryError, match=r"plugin 'bad' \(bad_sets:PATH\) failed to load: .*"
                                             r"nothing\.yaml: not found"):
         registry.load_plugins()
