@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -76,13 +77,17 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Replace `path` atomically through a temporary file of its own (two writers never share
-    one, so neither can lose the other's file half-written)."""
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Replace `path` with what `write` puts in a temporary file of its own beside it (a kill
+    never leaves half a file, and two writers never share one)."""
     handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(handle, 0o644)   # mkstemp makes 0600: results are shared files
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
+        os.close(handle)
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -14,12 +14,10 @@ Images go through the run's machinery: batches decoded ahead in the prefetch poo
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import importlib.util
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -246,23 +244,6 @@ def writer_for(output: Path) -> Callable[[list[dict[str, Any]], Path], None]:
     return WRITERS[suffix]
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write` a temporary file beside `path`, then rename it over `path`: a reader or a kill
-    never meets half a file. (manifest.write_text does this for text; writers here are pandas'.)"""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp's 0600 would hide the output from others
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def work_folder(output: Path) -> RunFolder:
     """The output's work folder, made if new. An existing output that has none is not ours: it
     is never overwritten."""
@@ -407,7 +388,7 @@ def finish(samples: list[Sample], model: Model, config: ScoreConfig, folder: Run
         folder.fold_rank_logs(log, remove=True)
     rows = output_rows(samples, log.rows, "not scored: the command stopped early, after more "
                        "model errors than --max-failure-rate allows")
-    write_atomically(output, lambda tmp: write(rows, tmp))
+    mf.write_atomically(output, lambda tmp: write(rows, tmp))
     manifest.finished = now()
     folder.write_manifest(manifest)
     statuses = Counter(row["status"] for row in rows)
