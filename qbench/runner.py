@@ -247,6 +247,20 @@ class FailureBudget:
                 f"{self.samples} samples allows ({self.allowed}); first: {self.first}")
 
 
+def failure_reason(stopped: str | None, errors: int, usable: int, total: int, rate: float,
+                   unit: str) -> str | None:
+    """Why a task (or a `qbench score` command) failed, None if it did not: stopped past the
+    failure budget, model errors past --max-failure-rate at the end (earlier commands' rows
+    counted), or not one usable answer among `total` (samples or images: `unit`)."""
+    if stopped:
+        return stopped
+    if errors > rate * total:
+        return f"{errors} of {total} {unit}s are model errors, more than --max-failure-rate {rate:g}"
+    if total and not usable:
+        return f"no {unit} has a usable answer"
+    return None
+
+
 def predict_batch(model: Model, batch: list[Sample], images: list, folder: RunFolder,
                   task: str, budget: FailureBudget) -> list[dict[str, Any]]:
     """The model's answers for one batch as prediction rows. An exception costs the batch's
@@ -319,13 +333,8 @@ def score_task(scored: Scored, facts: dict[str, Any], resamples: int, seed: int,
     if resamples:
         metrics["ci"] = {name: interval.to_json() for name, interval in
                          intervals(scored, resamples=resamples, seed=seed).items()}
-    errors = metrics["failure_counts"].get("model_error", 0)
-    reason = stopped
-    if reason is None and errors > max_failure_rate * metrics["n"]:
-        reason = (f"{errors} of {metrics['n']} samples are model errors, more than "
-                  f"--max-failure-rate {max_failure_rate:g}")
-    if reason is None and metrics["n_ok"] == 0:
-        reason = "no sample has a usable answer"
+    reason = failure_reason(stopped, metrics["failure_counts"].get("model_error", 0),
+                            metrics["n_ok"], metrics["n"], max_failure_rate, "sample")
     status = "failed" if reason else "deviates" if facts["problems"] else "ok"
     return {"task": scored.task, "kind": scored.kind.name, "status": status,
             "failure_reason": reason, "split": facts["split"], "source": facts["source"],

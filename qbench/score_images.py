@@ -36,7 +36,8 @@ from .records import Prediction, Sample
 from .registry import create_model, include, model_class
 from .rundir import LOCK, Manifest, PredictionLog, RunFolder, locked, now
 from .distributed import Ranks, launched, on_main
-from .runner import FailureBudget, RunConfig, part, predict_batch, progress_bars, select
+from .runner import (FailureBudget, RunConfig, failure_reason, part, predict_batch,
+                     progress_bars, select)
 from .task import DataError
 
 TASK = "images"   # every sample's task: what the shard hash and precomputed's `task` column see
@@ -403,7 +404,8 @@ def finish(samples: list[Sample], model: Model, config: ScoreConfig, folder: Run
         output=output, model=config.model, images=len(samples), statuses=statuses,
         first_errors=first_errors(rows), resumed=resumed,
         lower_better=convention.lower_better, score_range=convention.score_range,
-        failure=failure_of(statuses, len(samples), stopped, config.max_failure_rate),
+        failure=failure_reason(stopped, statuses.get("model_error", 0), statuses.get("ok", 0),
+                               len(samples), config.max_failure_rate, "image"),
         notes=notes)
 
 
@@ -415,21 +417,6 @@ def first_errors(rows: list[dict[str, Any]]) -> dict[str, str]:
             error = str(row["error"])
             out[row["status"]] = error if row["image"] in error else f"{row['image']}: {error}"
     return out
-
-
-def failure_of(statuses: Counter[str], images: int, stopped: str | None,
-               max_failure_rate: float) -> str | None:
-    """Why the command failed, as a run's task fails: model errors past the budget (stopped
-    early, or found at the end with earlier commands' rows), or not one image scored."""
-    errors = statuses.get("model_error", 0)
-    if stopped:
-        return stopped
-    if errors > max_failure_rate * images:
-        return (f"{errors} of {images} images are model errors, more than --max-failure-rate "
-                f"{max_failure_rate:g}")
-    if images and not statuses.get("ok"):
-        return "no image was scored"
-    return None
 
 
 # ------------------------------------------------------------------------------ the verb

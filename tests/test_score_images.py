@@ -275,7 +275,7 @@ def test_every_image_failed_exits_1(tmp_path, capsys):
     assert main(cli(str(tmp_path / "photos"), "--model", "toy-luma",
                     "--output", str(tmp_path / "s.csv"))) == 1
     assert list(read_output(tmp_path / "s.csv")["status"]) == ["image_error", "image_error"]
-    assert "FAILED: no image was scored" in capsys.readouterr().err
+    assert "FAILED: no image has a usable answer" in capsys.readouterr().err
 
 
 def test_the_same_command_twice_at_once_refuses_or_waits(tmp_path, capsys):
