@@ -28,7 +28,6 @@ import numpy as np
 from PIL import Image
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
-from qbench.backends.options import parse_options
 from qbench.backends.vlm import resolve_device
 from qbench.model import Timer
 
@@ -158,11 +157,17 @@ class PyiqaOptions:
     weights: Path | None = None
 
 
+@register_model("pyiqa", family=True)
 class PyiqaMetric(OneAtATime):
+    """Any pyiqa metric: no-reference ones score, full-reference ones compare (pip install pyiqa)"""
+
+    Options = PyiqaOptions
+    options: PyiqaOptions
+
     def __init__(self, metric: str, config: ModelConfig):
-        super().__init__(config)
         self.name = f"pyiqa:{metric}"
-        options = parse_options(PyiqaOptions, config.options, self.name)
+        super().__init__(config)
+        options = self.options
         try:
             import pyiqa
             import torch
@@ -220,18 +225,7 @@ class PyiqaMetric(OneAtATime):
         self.metric = None
 
 
-@register_model("pyiqa", family=True)
-def pyiqa_metric(metric: str, config: ModelConfig) -> Model:
-    """Any pyiqa metric: no-reference ones score, full-reference ones compare (pip install pyiqa)"""
-    return PyiqaMetric(metric, config)
-
-
 # ------------------------------------------------------------------------------ brisque
-
-@dataclass(frozen=True)
-class NoOptions:
-    pass
-
 
 BRISQUE_MIN_SIDE = 16  # its 7x7 filters run on the image and on a half-size copy
 
@@ -245,7 +239,6 @@ class Brisque(OneAtATime):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        parse_options(NoOptions, config.options, self.name)
         try:
             from brisque import BRISQUE
         except ImportError as exc:

@@ -32,7 +32,6 @@ from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_
 from qbench.backends.answers import predictions_from_answers
 from qbench.backends.decoding import Decoding, checkpoint_defaults, openai_sampling_fields
 from qbench.backends.http import ChatClient, EndpointSettings, openai_messages
-from qbench.backends.options import parse_options
 from qbench.model import Timer
 from qbench.protocol import build_messages
 
@@ -78,15 +77,19 @@ def checkpoint_folder(config: ModelConfig, served_model: str) -> Path | None:
     return served if served.is_dir() else None
 
 
+@register_model("openai", family=True)
 class OpenAIChat(Model):
+    """Any OpenAI-compatible chat endpoint (e.g. vllm serve) with the Q-Insight prompts"""
+
     kinds = frozenset({"score", "degradation", "comparison"})
     score_range = (1, 5)
+    Options = OpenAIOptions
+    options: OpenAIOptions
 
     def __init__(self, served_model: str, config: ModelConfig):
-        super().__init__(config)
         self.name = f"openai:{served_model}"
+        super().__init__(config)
         self.served_model = served_model
-        self.options = parse_options(OpenAIOptions, config.options, self.name)
         options = self.options
         endpoint = EndpointSettings(
             base_url=options.base_url, api_key=os.environ.get(options.api_key_env),
@@ -126,8 +129,3 @@ class OpenAIChat(Model):
                 "not_sent": not_sent or None, "seed": self.seed,
                 "image_first": self.options.image_first}
 
-
-@register_model("openai", family=True)
-def openai_chat(served_model: str, config: ModelConfig) -> Model:
-    """Any OpenAI-compatible chat endpoint (e.g. vllm serve) with the Q-Insight prompts"""
-    return OpenAIChat(served_model, config)

@@ -13,6 +13,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -81,6 +82,12 @@ def row_prediction(sample: Sample, row: dict[str, Any]) -> Prediction:
     return pred
 
 
+@dataclass(frozen=True)
+class PrecomputedOptions:
+    lower_better: bool = False   # the file's scores rank lower-is-better (NIQE, BRISQUE, ...)
+    mos_scale: bool = False      # the file's scores are on the 1-5 MOS scale (RMSE is reported)
+
+
 @register_model("precomputed")
 class PrecomputedModel(Model):
     """Predictions from a CSV/JSONL file (--model-path FILE)"""
@@ -88,14 +95,16 @@ class PrecomputedModel(Model):
     name = "precomputed"
     kinds = frozenset({"score", "degradation", "comparison"})
     needs_images = False
+    Options = PrecomputedOptions
+    options: PrecomputedOptions
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         if config.model_path is None:
             raise ModelError("precomputed: pass the predictions file with --model-path FILE")
         frame = read_table(Path(config.model_path))
-        self.lower_better = bool(config.options.get("lower_better", False))
-        if config.options.get("mos_scale", False):
+        self.lower_better = self.options.lower_better
+        if self.options.mos_scale:
             self.score_range = (1.0, 5.0)
         self.rows: dict[str | None, dict[str, dict[str, Any]]] = {}
         self.basenames: dict[str | None, Counter] = {}

@@ -30,7 +30,6 @@ from typing import Any, Literal
 from PIL import Image
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
-from qbench.backends.options import parse_options
 from qbench.backends.vlm import (LoadSettings, chat_prompt, expected_level, free_gpu_cache,
                                  level_token_ids, load_hf_vlm, next_token_logits,
                                  require_model_dir, resolve_device, torch_dtype)
@@ -105,12 +104,13 @@ class HFVisionLevels(LevelScorer):
 
     name = "qwen-vl-levels"
     weights = "a Hugging Face vision-language checkpoint, e.g. Qwen2.5-VL"
+    Options = HFLevelOptions
+    options: HFLevelOptions
 
     def __init__(self, config: ModelConfig, loaded: tuple[Any, Any] | None = None):
         """`loaded` (network, processor) replaces the weights read from --model-path
         (benchmarks on models built in memory)."""
         super().__init__(config)
-        self.options = parse_options(HFLevelOptions, config.options, self.name)
         if loaded is None:
             path = require_model_dir(config.model_path, self.name, self.weights)
             loaded = load_hf_vlm(path, self.name, LoadSettings(
@@ -217,10 +217,12 @@ class Owl2Levels(LevelScorer):
     """Level-token scoring on released mPLUG-Owl2 weights: qbench's implementation, batched;
     the weights' own code on request."""
 
+    Options = Owl2Options
+    options: Owl2Options
+
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         from qbench.baselines import mplug_owl2
-        self.options = parse_options(Owl2Options, config.options, self.name)
         path = require_model_dir(config.model_path, self.name, self.weights)
         inputs_dir = self._inputs_folder(path)
         self.device = resolve_device(config.device)

@@ -38,7 +38,6 @@ from qbench import Model, ModelConfig, Prediction, Sample, register_model
 from qbench.backends.answers import predictions_from_answers
 from qbench.backends.decoding import (CheckpointDefaults, Decoding, DecodingPreset,
                                       checkpoint_defaults, choose_decoding)
-from qbench.backends.options import parse_options
 from qbench.backends.vlm import (Generator, LoadSettings, TransformersGenerator, VLLMGenerator,
                                  VLLMSettings, chat_prompt, load_hf_vlm, load_processor,
                                  require_model_dir, resolve_device, resolve_dtype)
@@ -122,11 +121,12 @@ class QInsight(Model):
     score_range = (1, 5)
     weights = "Q-Insight weights (ByteDance/Q-Insight: score_degradation or comparison)"
     weights_folder = "Q-Insight/score_degradation"
+    Options = QInsightOptions
+    options: QInsightOptions
 
     def __init__(self, config: ModelConfig, generator: Generator | None = None):
         """`generator` replaces the backend built from the config (tests, embedding)."""
         super().__init__(config)
-        self.options = parse_options(QInsightOptions, config.options, self.name)
         self.decoding, self.decoding_source = decoding_for(
             self.options, self.name, checkpoint_defaults(config.model_path))
         self.seed = config.seed if self.decoding.seed is None else self.decoding.seed

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from .options import NoOptions, parse_options
 from .protocol import parse_answer
 from .records import Prediction, Sample
 from .task import ModelConvention
@@ -33,18 +34,25 @@ class ModelConfig:
 
 
 class Model(ABC):
-    """Base class. Subclasses set `kinds` (the prompt kinds they answer) and `predict`."""
+    """Base class. Subclasses set `kinds` (the prompt kinds they answer), `Options` (a dataclass
+    of their `--model-arg`s, parsed here so that no model can forget to refuse an unknown key or
+    a value of the wrong type) and `predict`. A model family ("pyiqa:<metric>") sets its
+    instance's `name` before calling this `__init__`."""
 
-    name: ClassVar[str] = ""
+    name: str = ""
     kinds: ClassVar[frozenset[str]] = frozenset({"score"})
     needs_images: ClassVar[bool] = True
     weights: ClassVar[str | None] = None             # what --model-path must point at, if anything
     weights_folder: ClassVar[str | None] = None      # its default place under the model root
     lower_better: bool = False                       # score direction (e.g. NIQE, BRISQUE)
     score_range: tuple[float, float] | None = None   # (1, 5) when scores are on the MOS scale
+    Options: ClassVar[type] = NoOptions              # a dataclass of the model's --model-args
+    options: Any
 
     def __init__(self, config: ModelConfig):
         self.config = config
+        self.options = parse_options(self.Options, config.options, self.name or type(self).__name__,
+                                     flag="--model-arg", error=ModelError)
 
     @abstractmethod
     def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]

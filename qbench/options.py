@@ -1,16 +1,29 @@
-"""Command-line options declared on the config dataclasses themselves: a field made with
-`option(...)` carries its flag, help text and parser, and `add_options` / `from_args` turn the
-dataclass into argparse options and back. Adding a run option is one field in RunConfig."""
+"""Options, declared once on dataclasses.
+
+- Command-line options of the config dataclasses (RunConfig, ...): a field made with
+  `option(...)` carries its flag, help text and parser; `add_options` / `from_args` turn the
+  dataclass into argparse options and back. Adding a run option is one field in RunConfig.
+- A model's `--model-arg key=value` and a task's `--task-arg task.key=value` pairs, read into
+  the typed dataclass the model or task declares (`parse_options`): unknown keys and values of
+  the wrong type are one-line errors naming the accepted keys, never a silent default.
+"""
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a model or task that takes none."""
 
 
 @dataclass(frozen=True)
@@ -154,3 +167,57 @@ def task_paths(pairs: list[str]) -> dict[str, Path]:
 
 def paths(values: list[str]) -> list[Path]:
     return [Path(v).expanduser() for v in values]
+
+
+# ------------------------------------------------------------------------------ typed options
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    """`value` as the annotated type (int, float, bool, str, Path, a Literal, or X | None)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        annotation = members[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ValueError(f"expected one of {', '.join(map(str, allowed))}")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError("expected true or false")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("expected a number")
+        return float(value)
+    if annotation is Path:
+        return Path(str(value)).expanduser()
+    if annotation is str:
+        return str(value)
+    raise TypeError(f"unsupported option type {annotation!r}")
+
+
+def parse_options(cls: type[T], options: dict[str, Any], owner: str, *, flag: str,
+                  error: type[Exception]) -> T:
+    """Build the options dataclass `cls` from `options` (already cast by the CLI to int, float,
+    bool or str). Models read `--model-arg`s, tasks `--task-arg`s; `error` is what a bad one
+    raises, one line naming `owner` and the accepted keys."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise error(f"{owner}: unknown {flag} {', '.join(unknown)}; accepted: "
+                    f"{', '.join(names) or 'none'}")
+    values = {}
+    for key, value in options.items():
+        try:
+            values[key] = _coerce(value, hints[key])
+        except ValueError as exc:
+            raise error(f"{owner}: {flag} {key}={value}: {exc}") from None
+    return cls(**values)

@@ -15,16 +15,26 @@ from .model import Model, ModelConfig, ModelError
 from .task import Task
 
 TASKS: dict[str, type[Task]] = {}
-MODELS: dict[str, Callable[..., Model]] = {}
-# Families addressed as "family:member" (pyiqa:piqe, openai:gpt-4o); factory(member, config).
-MODEL_FAMILIES: dict[str, Callable[[str, ModelConfig], Model]] = {}
+MODELS: dict[str, type[Model]] = {}
+# Families addressed as "family:member" (pyiqa:piqe, openai:gpt-4o): classes built as cls(member, config).
+MODEL_FAMILIES: dict[str, type[Model]] = {}
 
 T = TypeVar("T", bound=type[Task])
-M = TypeVar("M", bound=Callable[..., Model])
+M = TypeVar("M", bound=type[Model])
 
 
 class RegistryError(Exception):
     """Unknown name or a plugin that cannot be loaded; one line."""
+
+
+def _claim(registry: dict[str, Any], name: str, cls: type, what: str) -> None:
+    """Register `cls` under `name` once: a second class under a name already taken is refused
+    (the same class again, from a module imported twice, is not a second one)."""
+    held = registry.get(name)
+    if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise RegistryError(f"{what} name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
+                            f"{cls.__module__}.{cls.__qualname__} needs another name")
+    registry[name] = cls
 
 
 def register_task(cls: T) -> T:
@@ -32,16 +42,19 @@ def register_task(cls: T) -> T:
     name = getattr(cls, "name", "")
     if not name:
         raise RegistryError(f"task class {cls.__qualname__} has no name")
-    TASKS[name] = cls
+    _claim(TASKS, name, cls, "task")
     return cls
 
 
 def register_model(name: str, *, family: bool = False) -> Callable[[M], M]:
-    """Decorator for a Model subclass (or a factory taking a ModelConfig). With `family=True`
-    the factory takes (member, config) and serves every name "name:member"."""
-    def decorate(factory: M) -> M:
-        (MODEL_FAMILIES if family else MODELS)[name] = factory
-        return factory
+    """Class decorator: make a Model subclass available under `name`. With `family=True` the
+    class is built as cls(member, config) and serves every name "name:member"."""
+    def decorate(cls: M) -> M:
+        if not (isinstance(cls, type) and issubclass(cls, Model)):
+            raise RegistryError(f"register_model({name!r}) decorates a Model subclass, not "
+                                f"{getattr(cls, '__qualname__', cls)!r}")
+        _claim(MODEL_FAMILIES if family else MODELS, name, cls, "model")
+        return cls
     return decorate
 
 
@@ -137,6 +150,6 @@ def create_model(name: str, config: ModelConfig | None = None) -> Model:
     raise ModelError(f"unknown model {name!r}; known: {', '.join(known)}")
 
 
-def model_class(name: str) -> Callable[..., Model] | None:
+def model_class(name: str) -> type[Model] | None:
     load_plugins()
     return MODELS.get(name) or MODEL_FAMILIES.get(name.partition(":")[0])

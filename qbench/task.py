@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .options import NoOptions, parse_options
 from .records import Kind, Sample
 
 
@@ -76,11 +77,6 @@ class TaskData:
 
 
 @dataclass(frozen=True)
-class NoOptions:
-    """A task without options."""
-
-
-@dataclass(frozen=True)
 class ModelConvention:
     """What the metrics need to know about a model's scores."""
 
@@ -107,7 +103,6 @@ class Task(ABC):
     truth_meta: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: dict[str, Any] | None = None):
-        from .backends.options import parse_options
         self.options = parse_options(self.Options, options or {}, self.name, flag="--task-arg",
                                      error=DataError)
 

@@ -3,6 +3,7 @@ also by the subprocesses of the concurrency tests)."""
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,18 @@ class RoundTripComparison(RoundTripTask):
                                 choice=CHOICES[i % 3]) for i in range(n)], source="rt.json")
 
 
+@dataclass(frozen=True)
+class RoundTripOptions:
+    lower: bool = False
+    delay: float = 0.0
+    wait_for: str | None = None
+    die_rank: int | None = None
+    die_after: int = 0
+    log: str | None = None
+    crash: bool = False
+    noise: float = 0.5
+
+
 @register_model("rt-model")
 class RoundTripModel(Model):
     """Answers from the truth plus noise, seeded per sample; `lower` scores lower-is-better;
@@ -71,30 +84,29 @@ class RoundTripModel(Model):
     name = "rt-model"
     kinds = frozenset({"score", "degradation", "comparison"})
     needs_images = False
+    Options = RoundTripOptions
 
     def __init__(self, config):
         super().__init__(config)
-        self.lower_better = bool(config.options.get("lower", False))
+        self.lower_better = self.options.lower
 
     def predict(self, samples, images):
-        time.sleep(float(self.config.options.get("delay", 0)))
-        release = self.config.options.get("wait_for")   # hold the run until this file exists
-        while release and not Path(release).exists():
+        options = self.options
+        time.sleep(options.delay)
+        while options.wait_for and not Path(options.wait_for).exists():   # hold the run
             time.sleep(0.05)
         self.batches = getattr(self, "batches", 0) + 1
-        dies = self.config.options.get("die_rank")   # a launcher rank that dies mid-run, once
-        marker = Path(str(self.config.options.get("log"))).with_suffix(".died")
-        if dies is not None and int(os.environ.get("RANK", 0)) == int(dies) \
-                and self.batches > int(self.config.options.get("die_after", 0)) \
-                and not marker.exists():
-            marker.touch()
+        marker = Path(str(options.log)).with_suffix(".died")
+        if options.die_rank is not None and int(os.environ.get("RANK", 0)) == options.die_rank \
+                and self.batches > options.die_after and not marker.exists():
+            marker.touch()   # a launcher rank that dies mid-run, once
             os._exit(9)
-        if self.config.options.get("log"):
-            with open(self.config.options["log"], "a") as f:
+        if options.log:
+            with open(options.log, "a") as f:
                 f.writelines(f"{s.id}\n" for s in samples)
-        if self.config.options.get("crash"):
+        if options.crash:
             return samples.undefined_attribute   # an AttributeError, as a typo gives
-        noise = float(self.config.options.get("noise", 0.5))
+        noise = options.noise
         out = []
         for s in samples:
             rng = np.random.default_rng([int(s.id[1:]), int(noise * 100)])

@@ -3,6 +3,7 @@ import base64
 import io
 import json
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -54,6 +55,11 @@ class ReportDegradationTask(Task):
         return TaskData(samples)
 
 
+@dataclass(frozen=True)
+class ScriptedOptions:
+    noise: float = 0.3
+
+
 @register_model("report-scripted")
 class ScriptedModel(Model):
     """Answers in the Q-Insight format from the ground truth plus noise (`noise` option);
@@ -62,9 +68,10 @@ class ScriptedModel(Model):
     name = "report-scripted"
     kinds = frozenset({"score", "degradation"})
     needs_images = False
+    Options = ScriptedOptions
 
     def predict(self, samples, images):
-        noise = float(self.config.options.get("noise", 0.3))
+        noise = self.options.noise
         texts = []
         for s in samples:
             index = int(s.id[1:])

@@ -3,6 +3,7 @@
 import csv
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +29,22 @@ class ToyTask(Task):
         return TaskData(samples, source=str(folder / "labels.csv"))
 
 
+@dataclass(frozen=True)
+class LumaOptions:
+    delay: float = 0.0        # seconds per batch
+    log: str | None = None    # a file that records every sample id the model is asked about
+
+
 @register_model("toy-luma")
 class LumaModel(Model):
     """Mean luminance as quality (test model)"""
 
     name = "toy-luma"
     kinds = frozenset({"score"})
+    Options = LumaOptions
 
     def predict(self, samples, images):
-        delay = float(self.config.options.get("delay", 0))
-        log = self.config.options.get("log")
+        delay, log = self.options.delay, self.options.log
         if delay:
             time.sleep(delay)
         if log:
