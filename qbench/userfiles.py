@@ -22,7 +22,13 @@ text is `<what> <path>: [line N: ][key: ]problem`. The reading refuses
 
 Validation of what was read stays with the caller (pydantic models); `describe` formats a
 pydantic ValidationError as one line `key: problem (got value); key: problem`, with the echoed
-values cut short by `shown`.
+values cut short by `shown` (and names by `shown_key` / `shown_names`). A new kind of file is
+
+    raw = load_yaml(path, "sources file")            # UserFileError: one line, exit 2
+    try:
+        sources = Sources.model_validate(raw or {})  # Sources: a pydantic model, extra="forbid"
+    except ValidationError as exc:
+        raise UserFileError(f"sources file {path}", describe(exc, Sources)) from None
 """
 from __future__ import annotations
 
