@@ -11,10 +11,48 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
+from typing import Annotated, Any
 
-import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from .userfiles import UserFileError, describe, load_yaml, shown
+
+
+def _text(value: Any) -> Any:
+    """A path is written as text (YAML would read `data_root: {a: 1}` or `data_root: 12`)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"should be a path (text), got {shown(value)}")
+    return value
+
+
+UserPath = Annotated[Path, BeforeValidator(_text), AfterValidator(Path.expanduser)]
+
+
+class ConfigFile(BaseModel):
+    """The keys of the config file, checked when it is read: one line naming the file and the
+    key. A new setting is one more field here (and in UserSettings)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_root: UserPath | None = None
+    model_root: UserPath | None = None
+    data: dict[str, UserPath] = Field(default_factory=dict)     # task name -> its folder
+    models: dict[str, UserPath] = Field(default_factory=dict)   # model name -> its weights
+
+    @field_validator("data", "models", mode="before")
+    @classmethod
+    def _empty_section(cls, value: Any) -> Any:
+        return {} if value is None else value   # `data:` with every entry commented out
 
 
 @dataclass(frozen=True)
@@ -30,40 +68,42 @@ def config_path() -> Path:
     return Path(os.environ.get("QBENCH_CONFIG", "~/.config/qbench/config.yaml")).expanduser()
 
 
-@lru_cache(maxsize=None)
-def _read(path: Path, mtime: float) -> dict:
-    try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"config file {path}: {str(exc).splitlines()[0]}") from None
+@cache
+def read_config(path: Path, mtime_ns: int) -> ConfigFile:
+    """The config file's settings (cached while the file is unchanged); UserFileError, one
+    line naming the file and the key."""
+    where = f"config file {path}"
+    loaded = load_yaml(path, "config file")
+    if loaded is None:
+        return ConfigFile()
     if not isinstance(loaded, dict):
-        raise ValueError(f"config file {path}: expected a mapping of settings")
-    unknown = set(loaded) - {"data_root", "model_root", "data", "models"}
-    if unknown:
-        raise ValueError(f"config file {path}: unknown keys {sorted(unknown)} "
-                         "(known: data_root, model_root, data, models)")
-    for key in ("data", "models"):
-        if not isinstance(loaded.get(key, {}), dict):
-            raise ValueError(f"config file {path}: '{key}' must map names to paths")
-    return loaded
+        raise UserFileError(where, f"expected a mapping of settings "
+                                   f"({', '.join(ConfigFile.model_fields)}), got "
+                                   f"{type(loaded).__name__}")
+    try:
+        return ConfigFile.model_validate(loaded)
+    except ValidationError as exc:
+        raise UserFileError(where, describe(exc, ConfigFile)) from None
 
 
 def user_settings() -> UserSettings:
     path = config_path()
-    file = _read(path, path.stat().st_mtime) if path.is_file() else {}
-
-    def as_path(value: object) -> Path | None:
-        return Path(str(value)).expanduser() if value else None
-
+    try:
+        mtime_ns = path.stat().st_mtime_ns
+    except FileNotFoundError:   # no config file: flags and environment only
+        mtime_ns = None
+    file = read_config(path, mtime_ns) if mtime_ns is not None else ConfigFile()
+    environment = {key: Path(value).expanduser() for key in ("data_root", "model_root")
+                   if (value := os.environ.get(f"QBENCH_{key.upper()}"))}
     return UserSettings(
-        data_root=as_path(os.environ.get("QBENCH_DATA_ROOT") or file.get("data_root")),
-        model_root=as_path(os.environ.get("QBENCH_MODEL_ROOT") or file.get("model_root")),
-        data={k: as_path(v) for k, v in (file.get("data") or {}).items()},
-        models={k: as_path(v) for k, v in (file.get("models") or {}).items()},
-        source=str(path) if file else None)
+        data_root=environment.get("data_root", file.data_root),
+        model_root=environment.get("model_root", file.model_root),
+        data=dict(file.data), models=dict(file.models),
+        source=str(path) if mtime_ns is not None else None)
 
 
-def weights_path(model: str, weights_folder: str | None, explicit: Path | None = None) -> Path | None:
+def weights_path(model: str, weights_folder: str | None, explicit: Path | None = None
+                 ) -> Path | None:
     """A model's weights: --model-path, else the config's `models` entry, else its default
     folder under the model root."""
     if explicit is not None:

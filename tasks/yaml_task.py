@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt,
                       StrictStr, ValidationError, field_validator, model_validator)
 
@@ -41,6 +40,7 @@ from qbench import DataError, DataNotFound, Sample, Task, TaskData
 from qbench.kinds import kind_of
 from qbench.protocol import canonical_class, canonical_level, parse_choice
 from qbench.registry import TASKS, RegistryError, is_task_file, register_task
+from qbench.userfiles import UserFileError, describe, load_yaml, shown, shown_key, shown_names
 
 from ._formats import ScoreRow, keep_first, relative_id, rescale, safe_path, usable_score
 
@@ -65,7 +65,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: StrictStr
+    name: Annotated[StrictStr, Field(max_length=100)]
     kind: Literal["score", "degradation", "comparison"]
     data: Annotated[StrictStr, Field(min_length=1)]
     images: Annotated[StrictStr, Field(min_length=1)] | None = None
@@ -82,7 +82,7 @@ class TaskSpec(BaseModel):
     def _usable_name(cls, name: str) -> str:
         """A name that --tasks, --data TASK=PATH and --task-arg TASK.KEY=VALUE can carry."""
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
-            raise ValueError(f"should be letters, digits, '-' and '_' (got {name!r})")
+            raise ValueError(f"should be letters, digits, '-' and '_' (got {shown(name)})")
         if name == "all":
             raise ValueError("'all' stands for every task in --tasks; choose another name")
         return name
@@ -91,7 +91,7 @@ class TaskSpec(BaseModel):
     @classmethod
     def _pair(cls, bounds: Any) -> Any:
         if bounds is not None and not (isinstance(bounds, (list, tuple)) and len(bounds) == 2):
-            raise ValueError(f"should be [low, high], got {bounds!r}")
+            raise ValueError(f"should be [low, high], got {shown(bounds)}")
         return bounds
 
     @field_validator("score_range")
@@ -128,32 +128,12 @@ class SpecError(ValueError):
         super().__init__(f"{key}: {message}")
 
 
-def error_line(error: dict[str, Any]) -> str:
-    """One pydantic error as `key: what is wrong (got value)`."""
-    where = ".".join(str(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        return f"{where}: unknown key; known: {', '.join(TaskSpec.model_fields)}"
-    if error["type"] == "missing":
-        return f"{where}: missing (required)"
-    message = error["msg"].removeprefix("Value error, ").replace("Input should", "should")
-    if error["type"] == "value_error":
-        return f"{where}: {message}" if where else message
-    return f"{where}: {message} (got {error['input']!r})"
-
-
 def read_spec(path: Path) -> TaskSpec:
     """The validated keys of a task file; RegistryError (one line naming file and key)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RegistryError(f"task file {path}: not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"task file {path}: cannot read: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RegistryError(f"task file {path}: not valid YAML: {problem}{where}") from None
+        raw = load_yaml(path, "task file")
+    except UserFileError as exc:
+        raise RegistryError(str(exc)) from None
     if not isinstance(raw, dict):
         keys = ", ".join(TaskSpec.model_fields)
         raise RegistryError(f"task file {path}: expected a mapping of keys ({keys}), "
@@ -161,8 +141,7 @@ def read_spec(path: Path) -> TaskSpec:
     try:
         return TaskSpec.model_validate(raw)
     except ValidationError as exc:
-        lines = dict.fromkeys(error_line(e) for e in exc.errors())
-        raise RegistryError(f"task file {path}: {'; '.join(lines)}") from None
+        raise RegistryError(f"task file {path}: {describe(exc, TaskSpec)}") from None
 
 
 # ------------------------------------------------------------------------------ annotations
@@ -359,7 +338,7 @@ class YamlTask(Task):
         rows = Rows()
         read_row = {"score": self.score_row, "degradation": self.degradation_row,
                     "comparison": self.comparison_row}[self.kind]
-        for index, (row, part) in enumerate(zip(table.rows, table.parts)):
+        for index, (row, part) in enumerate(zip(table.rows, table.parts, strict=True)):
             try:
                 row_split = self.split_of(row, part)
                 item = read_row(row, folder, row_split, index)
@@ -392,7 +371,8 @@ class YamlTask(Task):
         if self.spec.split_column:
             value = _text(row[self.spec.split_column])
             if value is None:
-                raise Dropped(f"without a value in the split column {self.spec.split_column!r}")
+                raise Dropped(f"without a value in the split column "
+                              f"{shown(self.spec.split_column)}")
             return value
         return part or DEFAULT_SPLIT
 
@@ -458,7 +438,7 @@ class YamlTask(Task):
             scaled = rescale([r.mos for r in every], self.spec.lower_better)
         except DataError as exc:
             raise DataError(f"{self.data_path}: {exc}") from None
-        norms = dict(zip(every, scaled))
+        norms = dict(zip(every, scaled, strict=True))
         return [Sample(id=relative_id(r.image, root), task=self.name, kind="score",
                        images=(str(r.image),), mos=r.mos, mos_norm=norms[r],
                        meta={"split": split, **r.meta})
@@ -496,32 +476,37 @@ def check_columns(spec: TaskSpec, table: Annotations | None, path: Path) -> list
         return []
     def fail(key: str, message: str) -> RegistryError:
         return RegistryError(f"task file {path}: {key}: {message}")
-    found = ", ".join(table.columns) or "none"
+    found = shown_names(table.columns)
     for role, name in spec.columns.items():
         if name not in table.columns:
-            raise fail(f"columns.{role}", f"no column {name!r} in {table.path} (columns: {found})")
+            raise fail(f"columns.{role}", f"no column {shown(name)} in {table.path} "
+                                          f"(columns: {found})")
     if spec.split_column is not None:
         if table.named_splits:
             raise fail("split_column", f"{table.path} is a saved DatasetDict whose splits are "
-                                       f"{', '.join(table.named_splits)}; remove split_column")
+                                       f"{shown_names(table.named_splits)}; remove "
+                                       f"split_column")
         if spec.split_column not in table.columns:
-            raise fail("split_column", f"no column {spec.split_column!r} in {table.path} "
+            raise fail("split_column", f"no column {shown(spec.split_column)} in {table.path} "
                                        f"(columns: {found})")
         splits = sorted({v for row in table.rows if (v := _text(row[spec.split_column]))})
     else:
         splits = table.named_splits or [DEFAULT_SPLIT]
     if not splits:
-        raise fail("split_column", f"column {spec.split_column!r} of {table.path} is empty")
+        raise fail("split_column", f"column {shown(spec.split_column)} of {table.path} is "
+                                   f"empty")
     default = spec.default_split or DEFAULT_SPLIT
     if default not in splits:
         key = "default_split" if spec.default_split else "split_column"
-        raise fail(key, f"no split {default!r} in {table.path} (splits: {', '.join(splits)})"
+        raise fail(key, f"no split {shown(default)} in {table.path} (splits: "
+                        f"{shown_names(splits)})"
                         + ("" if spec.default_split else "; name the split to evaluate by "
                                                           "default with default_split"))
     for name in spec.expected_count:
         if name not in splits:
-            raise fail(f"expected_count.{name}", f"no split {name!r} in {table.path} "
-                                                 f"(splits: {', '.join(splits)})")
+            raise fail(f"expected_count.{shown_key(name)}", f"no split {shown(name)} in "
+                                                            f"{table.path} (splits: "
+                                                            f"{shown_names(splits)})")
     return splits
 
 
@@ -530,10 +515,11 @@ def register_task_file(path: str | Path) -> str:
     no-op; a name another task already has is an error naming both. Call after the built-in
     tasks are registered (qbench.registry.include_task_file does)."""
     path = Path(path).expanduser()
-    existing = {cls.task_file: name for name, cls in TASKS.items()
+    # one file by any path (a symlink, `sub/../x.yaml`) is the same task, not a clash
+    existing = {cls.task_file.resolve(): name for name, cls in TASKS.items()
                 if isinstance(cls, type) and issubclass(cls, YamlTask)}
-    if path.absolute() in existing:
-        return existing[path.absolute()]
+    if path.resolve() in existing:
+        return existing[path.resolve()]
     cls = task_class(path)
     taken = TASKS.get(cls.name)
     if taken is not None:

@@ -172,7 +172,7 @@ def test_issue_13_bad_overrides_are_refused_in_one_line(tmp_path, overrides, lin
     path = write_config(tmp_path)
     with pytest.raises(ConfigError) as caught:
         load_config(path, overrides=overrides)
-    assert str(caught.value) == f"{path}: {line}"
+    assert str(caught.value) == f"training config {path}: {line}"
 
 
 def test_issue_13_overrides_at_train_check_load_neither_torch_nor_trl(tmp_path):
@@ -240,12 +240,38 @@ def test_numbers_written_without_a_dot_are_read(tmp_path):
 
 
 def test_unreadable_config_file(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read config"):
+    with pytest.raises(ConfigError, match="training config .*absent.yaml: not found"):
         load_config(tmp_path / "absent.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_the_yaml_is_read_with_the_user_file_limits(tmp_path):
+    """A repeated key, a binary file and an alias bomb in --set are refused, naming the file
+    (or the --set key); the alias bomb and deep nesting as files: tests/test_userfiles.py."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text + "output_dir: elsewhere\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    first = next(n for n, line in enumerate(text.splitlines(), 1) if line.startswith("output_dir"))
+    last = len(text.splitlines()) + 1
+    assert str(caught.value) == (f"training config {path}: line {last}: output_dir: key given "
+                                 f"twice (first on line {first})")
+    path.write_bytes(b"model:\n  path: \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"^training config .*train.yaml: not UTF-8 text "
+                                          r"\(byte 15\): binary\?$"):
+        load_config(path)
+    path = write_config(tmp_path)
+    bomb = "{a: &a [x,x,x,x,x,x,x,x,x], " + ", ".join(
+        f"{b}: &{b} [{','.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefgh", "bcdefghi", strict=True)) + "}"
+    with pytest.raises(ConfigError, match=r"^training config .*: --set grpo.extra: line 1: "
+                                          r"i\[8\]\[8\]\[8\]: aliases make more than"):
+        load_config(path, overrides={"grpo.extra": bomb})
+    with pytest.raises(ConfigError, match=r"--set lora.r: line 1: a: key given twice"):
+        load_config(path, overrides={"lora.r": "{a: 1, a: 2}"})
 
 
 def test_cli_reports_a_bad_config_in_one_line_without_loading_torch(tmp_path):

@@ -309,7 +309,7 @@ BAD = [  # (change to the good file, the key the one-line error names, words it 
     ({"columns": {"image": "path", "score": "mos", "class": "c"}}, "columns", "unknown class"),
     ({"score_range": [5, 1]}, "score_range", "low < high"),
     ({"score_range": [1]}, "score_range", "should be [low, high], got [1]"),
-    ({"score_range": [1, "high"]}, "score_range.1", "valid number"),
+    ({"score_range": [1, "high"]}, "score_range[1]", "valid number"),
     ({"lower_better": "no"}, "lower_better", "valid boolean"),
     ({"kind": "comparison", "columns": {"reference": "path", "image_a": "path", "image_b": "path",
                                         "choice": "mos"}, "score_range": [1, 5]},
@@ -361,6 +361,54 @@ def test_two_files_with_one_name_are_an_error_naming_both(tmp_path):
                                             + re.escape(str(first.absolute()))) as error:
         expand_tasks([str(second)])
     assert str(second) in str(error.value)
+
+
+def test_one_file_by_two_paths_is_one_task(tmp_path, monkeypatch, capsys):
+    """A symlink, `./x.yaml` against `x.yaml`, `sub/../x.yaml` and a folder holding the file
+    and a link to it all name the task of one file: no clash with itself."""
+    (tmp_path / "labels.csv").write_text("path,mos\na.png,3\nb.png,4\n")
+    path = task_file(tmp_path, file="x.yaml", **GOOD)
+    (tmp_path / "link.yaml").symlink_to("x.yaml")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert expand_tasks(["x.yaml", "./x.yaml", "sub/../x.yaml", "link.yaml",
+                         str(path)]) == ["bad-set"]
+    assert main(["--include", str(tmp_path), "list"]) == 0, capsys.readouterr().err
+    other = task_file(tmp_path / "copy", file="x.yaml", **{**GOOD, "data": "../labels.csv"})
+    with pytest.raises(RegistryError, match="is already the name of the task of"):
+        expand_tasks([str(other)])   # another file of the same name still clashes
+
+
+@pytest.mark.parametrize("text,words", [
+    ("name: a\nkind: score\nname: b\n", "line 3: name: key given twice (first on line 1)"),
+    ("columns: {image: path, score: mos, image: file}\n",
+     "line 1: columns.image: key given twice (first on line 1)"),
+    ("name: x\n" + "a: " + "[" * 100 + "]" * 100 + "\n", "line 2: nested more than 64 deep"),
+    ("name: x\n" + "a: " + "[" * 20_000 + "]" * 20_000 + "\n", "exceeded maximum nesting depth"),
+    ("name: !!int x\n", "line 1: 'x' cannot be read as !!int"),
+])
+def test_yaml_the_loader_refuses_is_one_line_naming_the_file(tmp_path, capsys, text, words):
+    path = tmp_path / "task.yaml"
+    path.write_text(text)
+    assert main(["data", "check", "--tasks", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.startswith(f"qbench: error: task file {path}: ") and words in err, err
+
+
+def test_binary_task_file_is_named(tmp_path, capsys):
+    path = tmp_path / "task.yaml"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    assert main(["data", "check", "--tasks", str(path)]) == 2
+    assert " ".join(capsys.readouterr().err.split()) == \
+        f"qbench: error: task file {path}: not a text file (byte 8 is NUL): binary?"
+
+
+def test_long_values_are_cut_short_in_messages(tmp_path, capsys):
+    (tmp_path / "labels.csv").write_text("path,mos\na.png,3\n")
+    path = task_file(tmp_path, **{**GOOD, "columns": {"image": "p" * 100_000, "score": "mos"}})
+    assert main(["data", "check", "--tasks", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "columns.image: no column 'ppp" in " ".join(err.split()) and len(err) < 400
 
 
 # ------------------------------------------------------------------------------ paths

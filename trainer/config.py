@@ -24,9 +24,10 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
                       StringConstraints, ValidationError, field_validator, model_validator)
+
+from qbench.userfiles import UserFileError, describe, load_yaml, parse_yaml, shown
 
 from .trl_fields import GRPO_CONFIG_FIELDS, TRL_VERSION
 
@@ -293,7 +294,8 @@ class EvalSettings(Settings):
             try:
                 self.model_extra[key] = TypeAdapter(hints[key]).validate_python(value)
             except ValidationError as exc:
-                raise ValueError(f"{key}: {exc.errors()[0]['msg']} (got {value!r})") from None
+                raise ValueError(f"{key}: {exc.errors()[0]['msg']} (got {shown(value)})"
+                                 ) from None
         return self
 
     def run_config(self, **fixed: Any) -> Any:
@@ -337,56 +339,13 @@ class TrainConfig(Settings):
 
 # ------------------------------------------------------------------------------ YAML → settings
 
-def _where(loc: tuple[Any, ...]) -> str:
-    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)[1:]
-
-
-def _section_class(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The settings class that the mapping at `loc` is read into (for 'known keys')."""
-    cls: Any = TrainConfig
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        field = cls.model_fields.get(part) if isinstance(cls, type) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        inner = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type)]
-        cls = annotation if isinstance(annotation, type) else (inner[0] if inner else None)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
-
-
-def error_line(error: dict[str, Any]) -> str:
-    """One pydantic error as `key: what is wrong (got value)`."""
-    loc = tuple(error["loc"])
-    where = _where(loc)
-    if error["type"] == "extra_forbidden":
-        parent = _section_class(loc[:-1])
-        known = f"; known: {', '.join(parent.model_fields)}" if parent else ""
-        return f"{where}: unknown key{known}"
-    if error["type"] == "missing":
-        return f"{where} is required"
-    message = error["msg"].removeprefix("Value error, ").replace("Input should", "should")
-    if not where:
-        return message
-    if error["type"] in ("value_error", "assertion_error") or isinstance(error["input"], dict):
-        return f"{where}: {message}"
-    return f"{where}: {message} (got {error['input']!r})"
-
-
-def describe(exc: ValidationError) -> str:
-    """Every problem of a validation, one line: `key: problem; key: problem`."""
-    lines = list(dict.fromkeys(error_line(e) for e in exc.errors()))
-    return "; ".join(lines)
-
-
 def settings_from(data: Any) -> TrainConfig:
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping of settings at the top, got {data!r}")
+        raise ConfigError(f"expected a mapping of settings at the top, got {shown(data)}")
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe(exc)) from None
+        raise ConfigError(describe(exc, TrainConfig)) from None
 
 
 def set_value(data: dict[str, Any], dotted: str, text: str) -> None:
@@ -399,20 +358,19 @@ def set_value(data: dict[str, Any], dotted: str, text: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {section} is not a section")
     try:
-        node[key] = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {dotted}: cannot read value {text!r}") from None
+        node[key] = parse_yaml(text, f"--set {dotted}")
+    except UserFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config(path: Path, *, overrides: dict[str, str] | None = None,
                 check_paths: bool = True) -> TrainConfig:
-    """Read a training YAML file, apply `overrides` (dotted key → YAML text), validate."""
+    """Read a training YAML file, apply `overrides` (dotted key → YAML text), validate;
+    ConfigError, one line naming the file."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        data = load_yaml(path, "training config")
+    except UserFileError as exc:
+        raise ConfigError(str(exc)) from None
     try:
         if overrides:
             if not isinstance(data, dict):
@@ -422,7 +380,7 @@ def load_config(path: Path, *, overrides: dict[str, str] | None = None,
         config = settings_from(data)
         validate(config, check_paths=check_paths)
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"training config {path}: {exc}") from None
     return config
 
 
