@@ -128,7 +128,7 @@ class QInsight(Model):
     def __init__(self, config: ModelConfig, generator: Generator | None = None):
         """`generator` replaces the backend built from the config (tests, embedding)."""
         super().__init__(config)
-        self.options = parse_options(self.Options, config.options, self.name)
+        self.options: Any = parse_options(self.Options, config.options, self.name)
         self.decoding, self.decoding_source = self.decoding_of(
             checkpoint_defaults(config.model_path))
         self.seed = config.seed if self.decoding.seed is None else self.decoding.seed
@@ -232,7 +232,7 @@ def visualquality_presets(checkpoint: CheckpointDefaults) -> dict[str, DecodingP
 
 @register_model("visualquality-r1")
 class VisualQualityR1(QInsight):
-    """VisualQuality-R1: Qwen2.5-VL reasoning then a 1-5 rating, its release's prompt (local weights)"""
+    """VisualQuality-R1: Qwen2.5-VL reasoning, then a 1-5 rating (its release's prompt)"""
 
     name = "visualquality-r1"
     kinds = frozenset({"score"})

@@ -714,14 +714,18 @@ def fetch_missing(config: RunConfig, console: Console) -> dict[str, str]:
     console.print(f"fetching what this run needs and lacks: {', '.join(wanted)} (--no-fetch or "
                   "HF_HUB_OFFLINE=1 to run with what is local)", highlight=False, soft_wrap=True)
     commits: dict[tuple, str] = {}
-    plans = [plan_task(hub, n, catalog.tasks[n], task_folder(
-        n, catalog.tasks[n], data_root, config.data_paths.get(n)), commits) for n in missing]
-    for plan in plans:
-        plan.check_folder()
-    weights = ([plan_model(hub, config.model, catalog.models[config.model], commits)]
-               if want_model else [])
-    show(console, hub, plans, weights)
-    folders = fetch_all(console, hub, plans, weights)
+    try:
+        plans = [plan_task(hub, n, catalog.tasks[n], task_folder(
+            n, catalog.tasks[n], data_root, config.data_paths.get(n)), commits) for n in missing]
+        for plan in plans:
+            plan.check_folder()
+        weights = ([plan_model(hub, config.model, catalog.models[config.model], commits)]
+                   if want_model else [])
+        show(console, hub, plans, weights)
+        folders = fetch_all(console, hub, plans, weights)
+    except FetchError as exc:
+        raise FetchError(f"{exc} (--no-fetch or HF_HUB_OFFLINE=1 runs with what is local)") \
+            from None
     if config.model in folders:
         config.model_path = folders[config.model]
     config.data_root = data_root

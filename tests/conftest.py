@@ -28,8 +28,8 @@ def _isolated_cache(tmp_path_factory):
 def hub(tmp_path, monkeypatch):
     """A loopback Hugging Face Hub (tests/hub_server.py) that huggingface_hub reaches through
     HF_ENDPOINT, with an empty cache of its own; the test adds the repositories."""
-    from huggingface_hub import constants
     from hub_server import FakeHub
+    from huggingface_hub import constants
     server = FakeHub()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from qbench.baselines.qinsight import VQ_QUESTION, VQ_THINKING, VisualQualityR1
 
 from qbench import ModelConfig, Sample
-from qbench.baselines.qinsight import VQ_QUESTION, VQ_THINKING, VisualQualityR1
 from qbench.cli import main
 from qbench.sources import shipped_catalog
 from qbench.tiny import build_tiny_qwen2_5_vl, tiny_processor
