@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from .fetch import fetch_missing
 from .images import ImageError
 from .options import add_options, from_args, names
 from .model import ModelError
@@ -27,7 +28,7 @@ INCLUDE_HELP = ("Python or task YAML file, or a folder of them, defining extra t
 # Modules that add their own verbs: each defines add_parser(subparsers), whose parser sets
 # `func(args, console) -> exit code`. Heavy imports stay inside those functions.
 VERB_MODULES: tuple[str, ...] = ("qbench.datacheck", "qbench.trainer.cli", "qbench.compare",
-                                 "qbench.report", "qbench.score_images")
+                                 "qbench.report", "qbench.score_images", "qbench.fetch")
 
 
 
@@ -48,6 +49,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                                      config.model_path)
     config.data_root = config.data_root or settings.data_root
     config.data_paths = settings.data | config.data_paths
+    manual = {} if config.no_fetch else fetch_missing(config, console)
     try:
         result = run(config, console)
     except KeyboardInterrupt:
@@ -58,7 +60,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return result.exit_code
     for outcome in result.outcomes:
         if outcome.skipped:
-            console.print(f"[yellow]skipped[/] {outcome.task}: {escape(outcome.skipped)}",
+            how = f"; {manual[outcome.task]}" if outcome.task in manual else ""
+            console.print(f"[yellow]skipped[/] {outcome.task}: {escape(outcome.skipped + how)}",
                           soft_wrap=True)
     if not result.ran:
         console.print("[red]qbench: error: no task could run[/]")

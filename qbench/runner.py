@@ -94,6 +94,9 @@ class RunConfig:
                                           "before the task fails and the run exits 1")
     wait: bool = option(False, flag="--wait", help="if another command is writing the same run "
                                                    "folder, wait for it instead of refusing")
+    no_fetch: bool = option(False, flag="--no-fetch",
+                            help="do not fetch missing data or weights (qbench fetch; "
+                                 "HF_HUB_OFFLINE=1 does the same)")
 
 
 @dataclass
@@ -221,6 +224,8 @@ def load_split(task: Task, folder: Path, split: str) -> TaskData:
     if not data.split_source:
         data.split_source = data.source
     data.options = data.options or task.option_values()
+    from .fetch import read_record
+    data.fetched = read_record(folder)
     return data
 
 
@@ -344,7 +349,8 @@ def score_task(scored: Scored, facts: dict[str, Any], resamples: int, seed: int,
 
 
 def new_manifest(run_dir: Path, config: RunConfig, model: Model, old: Manifest | None) -> Manifest:
-    settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "wait")}
+    settings = {k: v for k, v in asdict(config).items()
+                if k not in ("progress", "wait", "no_fetch")}
     return Manifest(
         run_id=run_dir.name, model=config.model, model_settings=model.settings(),
         model_convention=asdict(model.convention()), config=settings,

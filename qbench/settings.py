@@ -6,6 +6,10 @@ variables ($QBENCH_DATA_ROOT, $QBENCH_MODEL_ROOT), which override the config fil
     model_root: /models             # models' default folders (e.g. Q-Insight/score_degradation)
     data: {koniq: /mnt/koniq10k}    # one task's folder, anywhere
     models: {qinsight: /ckpt/q-insight}
+    sources: lab-sources.yaml       # replaces catalog entries of `qbench fetch` (qbench.sources)
+
+Without any of them the data root is $QBENCH_CACHE/data (~/.cache/qbench/data), where
+`qbench fetch` puts what it fetches.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ class ConfigFile(BaseModel):
     model_root: UserPath | None = None
     data: dict[str, UserPath] = Field(default_factory=dict)     # task name -> its folder
     models: dict[str, UserPath] = Field(default_factory=dict)   # model name -> its weights
+    sources: UserPath | None = None   # a sources file for `qbench fetch` (relative: to this file)
 
     @field_validator("data", "models", mode="before")
     @classmethod
@@ -55,13 +60,21 @@ class ConfigFile(BaseModel):
         return {} if value is None else value   # `data:` with every entry commented out
 
 
+def cache_root() -> Path:
+    """qbench's own cache ($QBENCH_CACHE, default ~/.cache/qbench)."""
+    return Path(os.environ.get("QBENCH_CACHE", "~/.cache/qbench")).expanduser()
+
+
 @dataclass(frozen=True)
 class UserSettings:
-    data_root: Path | None = None
+    data_root: Path = field(default_factory=lambda: cache_root() / "data")
     model_root: Path | None = None
     data: dict[str, Path] = field(default_factory=dict)
     models: dict[str, Path] = field(default_factory=dict)
+    sources: Path | None = None  # a sources file replacing catalog entries (relative: to the file)
     source: str | None = None  # the config file read, if any
+
+
 
 
 def config_path() -> Path:
@@ -86,6 +99,7 @@ def read_config(path: Path, mtime_ns: int) -> ConfigFile:
         raise UserFileError(where, describe(exc, ConfigFile)) from None
 
 
+
 def user_settings() -> UserSettings:
     path = config_path()
     try:
@@ -95,22 +109,29 @@ def user_settings() -> UserSettings:
     file = read_config(path, mtime_ns) if mtime_ns is not None else ConfigFile()
     environment = {key: Path(value).expanduser() for key in ("data_root", "model_root")
                    if (value := os.environ.get(f"QBENCH_{key.upper()}"))}
+    sources = file.sources
+    if sources is not None and not sources.is_absolute():
+        sources = path.parent / sources   # relative to the config file
     return UserSettings(
-        data_root=environment.get("data_root", file.data_root),
+        data_root=environment.get("data_root", file.data_root) or cache_root() / "data",
         model_root=environment.get("model_root", file.model_root),
-        data=dict(file.data), models=dict(file.models),
+        data=dict(file.data), models=dict(file.models), sources=sources,
         source=str(path) if mtime_ns is not None else None)
 
 
 def weights_path(model: str, weights_folder: str | None, explicit: Path | None = None
                  ) -> Path | None:
     """A model's weights: --model-path, else the config's `models` entry, else its default
-    folder under the model root."""
+    folder under the model root when it exists, else the copy `qbench fetch` verified in the
+    Hugging Face cache, else the default folder (absent: the error names it)."""
     if explicit is not None:
         return explicit
     settings = user_settings()
     if model in settings.models:
         return settings.models[model]
-    if weights_folder and settings.model_root:
-        return settings.model_root / weights_folder
-    return None
+    default = settings.model_root / weights_folder if weights_folder and settings.model_root \
+        else None
+    if default is not None and default.exists():
+        return default
+    from .fetch import fetched_weights
+    return fetched_weights(model) or default

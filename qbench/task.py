@@ -46,6 +46,7 @@ class TaskData:
     rows_dropped: int = 0
     repeated: int = 0
     options: dict[str, Any] = field(default_factory=dict)   # the task options in effect
+    fetched: list[dict[str, Any]] | None = None   # what `qbench fetch` filled the folder with
 
     def problems(self) -> list[str]:
         """What makes this split differ from the published one, a line each: a count that is
@@ -73,7 +74,8 @@ class TaskData:
                 "expected_count": self.expected_count, "n": len(self.samples),
                 "rows_read": self.rows_read, "rows_dropped": self.rows_dropped,
                 "repeated": self.repeated, "notes": list(self.notes),
-                "problems": self.problems(), "options": dict(self.options)}
+                "problems": self.problems(), "options": dict(self.options)} | (
+                    {"fetched": self.fetched} if self.fetched is not None else {})
 
 
 @dataclass(frozen=True)

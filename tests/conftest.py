@@ -2,6 +2,9 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Tests never reach a real hub: huggingface_hub reads this when first imported, and `qbench
+# run` does not fetch under it. The `hub` fixture opens a loopback one for a test.
+os.environ["HF_HUB_OFFLINE"] = "1"
 
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
@@ -17,7 +20,24 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "reproducible"))
 def _isolated_cache(tmp_path_factory):
     """Demo data and fitted baselines go to a per-session cache, never the user's."""
     os.environ["QBENCH_CACHE"] = str(tmp_path_factory.mktemp("qbench-cache"))
+    os.environ["HF_HUB_CACHE"] = str(tmp_path_factory.mktemp("hf-cache"))
     yield
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """A loopback Hugging Face Hub (tests/hub_server.py) that huggingface_hub reaches through
+    HF_ENDPOINT, with an empty cache of its own; the test adds the repositories."""
+    from hub_server import FakeHub
+    from huggingface_hub import constants
+    server = FakeHub()
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("QBENCH_CACHE", str(tmp_path / "qbench-cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    yield server
+    server.close()
 
 
 @pytest.fixture
