@@ -43,9 +43,9 @@ def test_bad_config_is_one_line(config_file, capsys, text, message):
     ("model_root: 12\n", "model_root: should be a path (text), got 12"),
     ("data: {koniq: [1, 2]}\n", "data.koniq: should be a path (text), got [1, 2]"),
     ("data: /x\n", "data: should be a valid dictionary (got '/x')"),
-    ("dataroot: /x\n", "dataroot: unknown key; known: data_root, model_root, data, models"),
+    ("dataroot: /x\n", "dataroot: unknown key; known: data_root, model_root, data, models, sources"),
     ("data_root: /a\ndata_root: /b\n", "line 2: data_root: key given twice (first on line 1)"),
-    ("- a\n- b\n", "expected a mapping of settings (data_root, model_root, data, models), got "
+    ("- a\n- b\n", "expected a mapping of settings (data_root, model_root, data, models, sources), got "
                    "list"),
 ])
 def test_a_bad_setting_is_refused_naming_the_file_and_key(config_file, capsys, text, line):
