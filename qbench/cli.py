@@ -91,6 +91,9 @@ def summarise(result: RunResult, console: Console, label: str) -> int:
         for problem in metrics.get("problems") or []:
             console.print(f"[red]{outcome.task}: differs from the expected split:[/] "
                           f"{escape(problem)}", soft_wrap=True, highlight=False)
+        if metrics.get("subset"):
+            console.print(f"[red]{outcome.task}: measured on a part of the split:[/] "
+                          f"{escape(metrics['subset'])}", soft_wrap=True, highlight=False)
         if outcome.failed:
             console.print(f"[red]{outcome.task}: FAILED:[/] {escape(metrics['failure_reason'])}",
                           soft_wrap=True, highlight=False)
@@ -100,8 +103,8 @@ def summarise(result: RunResult, console: Console, label: str) -> int:
         console.print("[red]qbench: a task failed (see above): exit status 1; its numbers are in "
                       "metrics.json but not on the leaderboard[/]")
     elif code == 3:
-        console.print("[red]qbench: the measured samples differ from the expected split "
-                      "(see above): exit status 3[/]")
+        console.print("[red]qbench: the measured samples are not the expected split (other "
+                      "samples, or a part of it; see above): exit status 3[/]")
     return code
 
 
@@ -162,13 +165,30 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     columns = summary_columns(frame)
     if args.published and (frame["source"] == "published").any():
         columns = ["source", *columns, *[c for c in PROTOCOL_COLUMNS if c in frame]]
-    print(format_table(frame, columns=columns))
-    if args.csv:
-        frame.to_csv(args.csv, index=False)
-        console.print(f"wrote {args.csv}")
-    if args.markdown:
-        Path(args.markdown).write_text(format_table(frame, "github", columns) + "\n")
-        console.print(f"wrote {args.markdown}")
+    fmt = table_format(args)
+    text = (frame.to_csv(index=False).rstrip("\n") if fmt == "csv"   # every column
+            else format_table(frame, ROWS_FORMATS[fmt], columns))
+    return show(text, args.save, console)
+
+
+# `--format` of the rows layout as tabulate names it
+ROWS_FORMATS = {"text": "simple", "markdown": "github", "latex": "latex_booktabs"}
+SUFFIX_FORMATS = {".csv": "csv", ".md": "markdown", ".tex": "latex", ".txt": "text"}
+
+
+def table_format(args: argparse.Namespace) -> str:
+    """--format, else what --save's suffix says, else text."""
+    if args.format:
+        return str(args.format)
+    return SUFFIX_FORMATS.get(args.save.suffix.lower(), "text") if args.save else "text"
+
+
+def show(text: str, save: Path | None, console: Console) -> int:
+    """Print a table and, with --save, write the same text to the file."""
+    print(text)
+    if save:
+        save.write_text(text + "\n", encoding="utf-8")
+        console.print(f"wrote {save}")
     return 0
 
 
@@ -190,16 +210,12 @@ def print_paper_table(args: argparse.Namespace, frame, tasks: list[str] | None,
     if not table.rows:
         console.print(f"no measured or published figures for this table in {args.output}")
         return 1
-    text = render(table, args.format)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-        console.print(f"wrote {args.out}")
-    return 0
+    return show(render(table, table_format(args)), args.save, console)
 
 
 def cmd_merge(args: argparse.Namespace, console: Console) -> int:
-    return summarise(merge(args.runs, args.output), console, "merged run folder")
+    return summarise(merge(args.runs, args.output, replace=args.replace), console,
+                     "merged run folder")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -218,26 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("leaderboard", help="print and export the leaderboard")
-    p.add_argument("--output", type=Path, default=Path("results"))
+    p.add_argument("--output", type=Path, default=Path("results"), metavar="DIR",
+                   help="the folder of run folders, as `qbench run --output` (default results/)")
     p.add_argument("--tasks", type=names, help="comma-separated tasks (paper layout: its "
                    "columns, default the seven of Q-Insight Table 1)")
     p.add_argument("--layout", choices=("rows", "paper", "degradation", "sriqa"), default="rows",
                    help="rows: one row per run x task; paper: models down, datasets across "
                         "(Table 1); degradation: per-class accuracy (Table 2); sriqa: Table 6")
-    p.add_argument("--format", choices=("text", "markdown", "latex", "csv"), default="text",
-                   help="the paper layouts' output format (LaTeX: booktabs, best in bold)")
+    p.add_argument("--format", choices=("text", "markdown", "latex", "csv"),
+                   help="output format (default: from --save's suffix, else text; the paper "
+                        "layouts' LaTeX is booktabs with the best figure in bold)")
     p.add_argument("--plcc", choices=("raw", "logistic"), default="raw",
                    help="which PLCC the paper layouts' PLCC columns hold; figures of another or "
                         "unstated convention are marked")
-    p.add_argument("--out", type=Path, help="also write the paper layout to this file")
-    p.add_argument("--csv", type=Path, help="rows layout: also write it as CSV")
-    p.add_argument("--markdown", type=Path, help="rows layout: also write it as markdown")
+    p.add_argument("--save", type=Path, metavar="FILE",
+                   help="also write the table to FILE (.csv, .md, .tex, .txt set the format)")
     p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
                    help="add the published figures (baselines/published.csv) for the same tasks")
     p.set_defaults(func=cmd_leaderboard)
     p = sub.add_parser("merge", help="combine the shards of a run (--shard i/n) into one run")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--output", type=Path, default=Path("results"))
+    p.add_argument("--replace", action="store_true",
+                   help="overwrite a run folder of the same name that these shards did not make")
     p.set_defaults(func=cmd_merge)
 
     for module in VERB_MODULES:
@@ -256,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # bare `qbench run`'s sibling: plain `qbench` shows help
         parser.print_help()
         return 0
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)  # piped output: whole lines, never broken mid-phrase
     try:
         for path in args.include_first + getattr(args, "include", []):
             include(path)

@@ -58,8 +58,10 @@ def compare_runs(a: RunView, b: RunView, tasks: list[str] | None = None, *,
     if tasks:
         unknown = [t for t in tasks if t not in common]
         if unknown:
+            why = [note for run in (a, b) for t in unknown if (note := run.left_out.get(t))]
             raise DataError(f"task(s) {', '.join(unknown)} not in both runs "
-                            f"(shared: {', '.join(common) or 'none'})")
+                            f"(shared: {', '.join(common) or 'none'}"
+                            + "".join(f"; {note}" for note in why) + ")")
         common = [t for t in common if t in tasks]
     if not common:
         raise DataError(f"{a.path} and {b.path} share no task")

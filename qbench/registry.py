@@ -31,10 +31,17 @@ def _claim(registry: dict[str, Any], name: str, cls: type, what: str) -> None:
     """Register `cls` under `name` once: a second class under a name already taken is refused
     (the same class again, from a module imported twice, is not a second one)."""
     held = registry.get(name)
-    if held is not None and (held.__module__, held.__qualname__) != (cls.__module__, cls.__qualname__):
+    if held is not None and _origin(held) != _origin(cls):
         raise RegistryError(f"{what} name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
                             f"{cls.__module__}.{cls.__qualname__} needs another name")
     registry[name] = cls
+
+
+def _origin(cls: type) -> tuple[str, str]:
+    """Where a class is defined: its file (a module imported under two names is one file) and
+    its qualified name."""
+    module = sys.modules.get(cls.__module__)
+    return (str(getattr(module, "__file__", None) or cls.__module__), cls.__qualname__)
 
 
 def register_task(cls: T) -> T:

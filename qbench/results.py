@@ -15,12 +15,13 @@ from .rundir import MANIFEST, RunFolder, RunFolderError, locked
 from .scoring import headline_names
 
 LEADERBOARD = "leaderboard.csv"
-KEY_COLUMNS = ["source", "run_id", "model", "task", "split", "kind", "status", "deviates", "n",
-               "n_ok", "parsed_fraction"]
+KEY_COLUMNS = ["source", "run_id", "model", "task", "split", "kind", "status", "deviates",
+               "subset", "n", "n_ok", "parsed_fraction"]
 # Columns shown first when present (headline metrics, in registry order, then the raw RMSEs);
 # any other scalar metric follows in alphabetical order.
 SKIPPED = ("notes", "source", "split_source", "wall_s", "ci", "problems", "failure_reason",
-           "failures", "failure_counts", "confusion", "expected_count", "n_available")
+           "failures", "failure_counts", "confusion", "expected_count", "n_available", "subset",
+           "records_sha256", "digest")
 
 
 def metric_order() -> list[str]:
@@ -47,7 +48,8 @@ def leaderboard_row(run_id: str, model: str, metrics: dict[str, Any], updated: s
     for name, interval in (metrics.get("ci") or {}).items():
         flat[f"{name}_ci_low"], flat[f"{name}_ci_high"] = interval["low"], interval["high"]
     return {"source": "measured", "run_id": run_id, "model": model, **flat,
-            "deviates": bool(metrics.get("problems")), "updated": (updated or "")[:16]}
+            "deviates": bool(metrics.get("problems")), "subset": metrics.get("subset") or "",
+            "updated": (updated or "")[:16]}
 
 
 def order_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,18 +69,22 @@ def read_leaderboard(path: Path) -> pd.DataFrame:
 
 
 def leaderboard_rows(output_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows of every run folder under `output_dir` (tasks that did not fail), and a note for
-    each folder that could not be read."""
+    """Rows of every run folder under `output_dir` (tasks that did not fail, whose figures
+    check out against the folder's predictions: RunFolder.verified), and a note for each folder
+    or task left out."""
     rows, notes = [], []
     for path in sorted(output_dir.glob(f"*/{MANIFEST}")):
         folder = RunFolder(path.parent)
         try:
-            manifest, metrics = folder.manifest(), folder.metrics()
+            manifest, metrics, left_out = folder.verified()
         except RunFolderError as exc:
-            notes.append(f"leaderboard: left out {folder.path}: {exc}")
+            notes.append(f"leaderboard: left out {folder.path}: "
+                         f"{str(exc).removeprefix(str(folder.path) + ': ')}")
             continue
-        rows += [leaderboard_row(manifest.run_id, manifest.model, m, manifest.finished or manifest.started)
-                 for m in metrics.values() if m.get("status") != "failed"]
+        notes += [f"leaderboard: {note}" for note in left_out.values()]
+        rows += [leaderboard_row(manifest.run_id, manifest.model, m,
+                                 manifest.finished or manifest.started)
+                 for m in metrics.values() if m["status"] != "failed"]
     return rows, notes
 
 
@@ -88,6 +94,8 @@ def rebuild_leaderboard(output_dir: Path) -> tuple[Path, list[str]]:
     path = output_dir / LEADERBOARD
     output_dir.mkdir(parents=True, exist_ok=True)
     with locked(output_dir / f".{LEADERBOARD}.lock", f"leaderboard {path}", wait=True):
+        for stale in output_dir.glob(f".{LEADERBOARD}.*.tmp"):   # a killed writer's
+            stale.unlink(missing_ok=True)
         rows, notes = leaderboard_rows(output_dir)
         frame = pd.DataFrame(rows, columns=None if rows else KEY_COLUMNS)
         if rows:
@@ -110,17 +118,35 @@ def with_published(measured: pd.DataFrame, published: pd.DataFrame) -> pd.DataFr
 
 
 def summary_columns(frame: pd.DataFrame) -> list[str]:
-    """The columns worth printing: keys and headline metrics that have a value somewhere."""
-    wanted = ["model", "task", "split", "n", "parsed_fraction"] + metric_order()
+    """The columns worth printing: keys (the run id and status tell a run on a subset or on
+    other samples from one as published) and headline metrics that have a value somewhere."""
+    wanted = ["model", "run_id", "task", "split", "status", "n", "parsed_fraction"] + metric_order()
     return [c for c in wanted if c in frame.columns and frame[c].notna().any()]
 
 
+def _shown(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def format_table(frame: pd.DataFrame, fmt: str = "simple", columns: list[str] | None = None) -> str:
+    """The frame's columns as a table; a metric with a bootstrap interval (--ci) is shown with
+    it: 0.8738 [0.851, 0.893]."""
     from tabulate import tabulate
     columns = columns or summary_columns(frame)
-    view = frame[columns].copy()
-    for col in view.columns:
-        if pd.api.types.is_float_dtype(view[col]):
-            view[col] = view[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v))
-                                      else f"{v:.4f}")
-    return tabulate(view.fillna("").values.tolist(), headers=list(view.columns), tablefmt=fmt)
+    rows = []
+    for record in frame.to_dict("records"):
+        cells = []
+        for column in columns:
+            text = _shown(record.get(column))
+            low, high = record.get(f"{column}_ci_low"), record.get(f"{column}_ci_high")
+            if text and isinstance(low, float) and isinstance(high, float) \
+                    and math.isfinite(low) and math.isfinite(high):
+                text += f" [{low:.3f}, {high:.3f}]"
+            cells.append(text)
+        rows.append(cells)
+    align = ["right" if pd.api.types.is_numeric_dtype(frame[c]) and c != "deviates" else "left"
+             for c in columns]
+    return tabulate(rows, headers=list(columns), tablefmt=fmt, disable_numparse=True,
+                    colalign=align)

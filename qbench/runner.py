@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
@@ -31,8 +31,8 @@ from .records import Prediction, Sample
 from .registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
 from .distributed import Ranks, launched, on_main
 from .results import LEADERBOARD, rebuild_leaderboard
-from .rundir import (SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunView,
-                     now, truth_of)
+from .rundir import (SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError,
+                     RunView, TaskMetrics, now, records_digest, truth_of)
 from .scoring import Conventions, Scored, evaluate, intervals
 from .task import DataError, Task, TaskData
 
@@ -111,7 +111,8 @@ class TaskOutcome:
 
     @property
     def deviates(self) -> bool:
-        return bool(self.metrics and self.metrics.get("problems"))
+        """Measured on other samples than the published split's (or a part of it on purpose)."""
+        return self.metrics is not None and self.metrics.get("status") in ("deviates", "subset")
 
 
 @dataclass
@@ -154,12 +155,14 @@ def run_id(model: str, settings: dict[str, Any], split: str | None, limit: int |
     """Derived from everything that changes a sample's prediction or the sample set, so the same
     command finds its own folder and a changed setting makes a new one. Tasks are not part of
     it: adding a task to a run reuses its predictions for the others."""
-    fields = {"model": model, "settings": settings, "split": split, "limit": limit,
-              "shard": list(shard) if shard else None}
+    fields: dict[str, Any] = {"model": model, "settings": settings, "split": split,
+                              "limit": limit, "shard": None}
     if task_options:   # absent when none are set, so earlier run ids stay valid
         fields["task_options"] = task_options
     key = json.dumps(fields, sort_keys=True, default=str)
     slug = model.replace(":", "-").replace("/", "-")
+    # The shards of one command share the unsharded run's id as their stem, so that one glob
+    # (results/<run>-shard*of*) finds them all and merge writes the folder the unsharded run has.
     suffix = f"-shard{shard[0]}of{shard[1]}" if shard else ""
     return f"{slug}-{hashlib.sha256(key.encode()).hexdigest()[:8]}{suffix}"
 
@@ -177,6 +180,19 @@ def select(samples: list[Sample], config: RunConfig) -> list[Sample]:
     if config.shard:
         samples = part(samples, *config.shard)
     return samples[:config.limit] if config.limit is not None else samples
+
+
+def subset_of(selected: int, available: int, limit: int | None,
+              shard: tuple[int, int] | None) -> str | None:
+    """What a run measured when it chose a part of the split (--limit, an unmerged shard), in
+    words; None when it measured every sample."""
+    if selected >= available:
+        return None
+    chosen = [f"--shard {shard[0]}/{shard[1]}"] if shard else []
+    chosen += [f"--limit {limit}"] if limit is not None else []
+    how = " and ".join(chosen) or "a selection"
+    merge_hint = " (qbench merge its shards for the whole split)" if shard else ""
+    return f"{how}: {selected:,} of the split's {available:,} samples{merge_hint}"
 
 
 # ------------------------------------------------------------------------ progress display
@@ -229,10 +245,34 @@ def load_split(task: Task, folder: Path, split: str) -> TaskData:
     return data
 
 
+# Statuses of samples that never got an answer from the model: the measured set is then not the
+# published one. (An unparsed answer is the model's own answer, counted in parsed_fraction.)
+LOST = ("image_error", "model_error", "missing")
+LOST_WORDS = {"image_error": "image errors (missing, unreadable, refused or undecodable "
+                             "images)", "model_error": "model errors",
+              "missing": "samples with no prediction"}
+
+
+def lost_counts(failure_counts: dict[str, int]) -> dict[str, int]:
+    return {status: failure_counts[status] for status in LOST if failure_counts.get(status)}
+
+
+def lost_problem(failure_counts: dict[str, int], total: int) -> str | None:
+    """The line that says how many samples never got an answer, and why."""
+    lost = lost_counts(failure_counts)
+    if not lost:
+        return None
+    causes = ", ".join(f"{n:,} {LOST_WORDS[status]}" for status, n in lost.items())
+    return (f"{sum(lost.values()):,} of {total:,} samples got no answer from the model: "
+            f"{causes}; their ids are in metrics.json")
+
+
 @dataclass
 class FailureBudget:
-    """Counts a task's model errors against --max-failure-rate. Past it, the task stops: every
-    further batch would cost time (or money) for a result that cannot be used."""
+    """Counts a task's model errors against --max-failure-rate while it runs. Past it, the task
+    stops: every further batch would cost time (or money) for a result that cannot be used.
+    (Image errors cost no model time; they count in the task's final judgment,
+    `failure_reason`, with the model errors.)"""
 
     samples: int
     rate: float
@@ -247,20 +287,29 @@ class FailureBudget:
     def exceeded(self) -> bool:
         return self.failed > self.allowed
 
+    def count(self, errors: list[str]) -> None:
+        if errors and self.first is None:
+            self.first = errors[0]
+        self.failed += len(errors)
+
     def reason(self) -> str:
         return (f"{self.failed} model errors, more than --max-failure-rate {self.rate:g} of "
                 f"{self.samples} samples allows ({self.allowed}); first: {self.first}")
 
 
-def failure_reason(stopped: str | None, errors: int, usable: int, total: int, rate: float,
-                   unit: str) -> str | None:
+def failure_reason(stopped: str | None, lost: dict[str, int], usable: int, total: int,
+                   rate: float, unit: str) -> str | None:
     """Why a task (or a `qbench score` command) failed, None if it did not: stopped past the
-    failure budget, model errors past --max-failure-rate at the end (earlier commands' rows
-    counted), or not one usable answer among `total` (samples or images: `unit`)."""
+    failure budget, `lost` answers (counts by status: model, image errors, ...) past
+    --max-failure-rate at the end (earlier commands' rows counted), or not one usable answer
+    among `total` (samples or images: `unit`)."""
     if stopped:
         return stopped
-    if errors > rate * total:
-        return f"{errors} of {total} {unit}s are model errors, more than --max-failure-rate {rate:g}"
+    lost = lost_counts(lost)
+    if sum(lost.values()) > rate * total:
+        causes = ", ".join(f"{n} {status.replace('_', ' ')}s" for status, n in lost.items())
+        return (f"{sum(lost.values())} of {total} {unit}s got no answer ({causes}), more than "
+                f"--max-failure-rate {rate:g} allows")
     if total and not usable:
         return f"no {unit} has a usable answer"
     return None
@@ -287,10 +336,7 @@ def predict_batch(model: Model, batch: list[Sample], images: list, folder: RunFo
             budget.first = f"{message} (traceback in {path})"
         rows = [Prediction.failure(s, "model_error", message).to_json() | {"transient": transient}
                 for s in batch]
-    failed = [r for r in rows if r["status"] == "model_error"]
-    if failed and budget.first is None:
-        budget.first = failed[0]["error"]
-    budget.failed += len(failed)
+    budget.count([r["error"] for r in rows if r["status"] == "model_error"])
     return rows
 
 
@@ -324,28 +370,40 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
                            Conventions(model.lower_better, model.convention().score_range,
                                        bool(data.lower_better)))
         stopped = budget.reason() if budget.exceeded else None
+        subset = subset_of(len(samples), len(data.samples), config.limit, config.shard)
         return score_task(scored, data.describe(), config.ci_resamples, config.seed, stopped,
-                          config.max_failure_rate)
+                          config.max_failure_rate, subset,
+                          records_digest(row for (name, _), row in log.rows.items()
+                                         if name == task.name))
     return ranks.main_does(gather_and_score)
 
 
 def score_task(scored: Scored, facts: dict[str, Any], resamples: int, seed: int,
-               stopped: str | None, max_failure_rate: float) -> dict[str, Any]:
-    """metrics.json's entry for a task: every metric, intervals when asked, and its status:
-    `failed` when the model failed past the budget or nothing usable came back, `deviates`
-    when the measured split differs from the published one, else `ok`."""
+               stopped: str | None, max_failure_rate: float, subset: str | None,
+               records_sha256: str) -> TaskMetrics:
+    """metrics.json's entry for a task (the one builder of TaskMetrics): every metric,
+    intervals when asked, and its status: `failed` when samples were lost past the budget or
+    nothing usable came back, `deviates` when the measured samples differ from the published
+    split (the task's own problems, or samples that got no answer), `subset` when the run
+    chose a part of the split on purpose, else `ok`."""
     metrics = evaluate(scored)
     if resamples:
         metrics["ci"] = {name: interval.to_json() for name, interval in
                          intervals(scored, resamples=resamples, seed=seed).items()}
-    reason = failure_reason(stopped, metrics["failure_counts"].get("model_error", 0),
-                            metrics["n_ok"], metrics["n"], max_failure_rate, "sample")
-    status = "failed" if reason else "deviates" if facts["problems"] else "ok"
-    return {"task": scored.task, "kind": scored.kind.name, "status": status,
-            "failure_reason": reason, "split": facts["split"], "source": facts["source"],
-            "split_source": facts["split_source"], "notes": facts["notes"],
-            "problems": facts["problems"], "n_available": facts["n"],
-            "expected_count": facts["expected_count"], **metrics}
+    counts = metrics["failure_counts"]
+    reason = failure_reason(stopped, counts, metrics["n_ok"], metrics["n"], max_failure_rate,
+                            "sample")
+    problems = list(facts["problems"])
+    if (lost := lost_problem(counts, metrics["n"])) is not None:
+        problems.append(lost)
+    status = ("failed" if reason else "deviates" if problems else "subset" if subset else "ok")
+    entry = {"task": scored.task, "kind": scored.kind.name, "status": status,
+             "failure_reason": reason, "split": facts["split"], "source": facts["source"],
+             "split_source": facts["split_source"], "notes": list(facts["notes"]),
+             "problems": problems, "subset": subset, "n_available": facts["n"],
+             "expected_count": facts["expected_count"], **metrics,
+             "records_sha256": records_sha256}
+    return cast(TaskMetrics, entry)
 
 
 def new_manifest(run_dir: Path, config: RunConfig, model: Model, old: Manifest | None) -> Manifest:
@@ -459,17 +517,21 @@ def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunCo
                 folder.fold_rank_logs(gathered, remove=True)
         manifest.finished = now()
         folder.write_manifest(manifest)
+        folder.write_records_cache(folder.records_digests())
     ranks.main_does(finish)
     return outcomes, notes + log.notes
 
 
 # ------------------------------------------------------------------------ merging shards
 
-def merge(run_dirs: list[Path], output_dir: Path) -> RunResult:
+def merge(run_dirs: list[Path], output_dir: Path, *, replace: bool = False) -> RunResult:
     """Combine the shards of one run (`--shard i/n` each, everything else equal) into the
-    folder an unsharded run would have made, and score it. Any difference in what defines
-    the run (model and settings, split, limit, seed, task options, shard count, a task's data)
-    is a DataError naming it."""
+    folder an unsharded run would have made, and score it: its records are exactly the shards'
+    records. Refused (a DataError naming the shard or folder): shards that differ in what
+    defines the run (model and settings, split, limit, seed, task options, shard count, a
+    task's data), a shard missing or given twice, a shard that did not finish, a shard holding
+    another shard's records, and a target folder holding a run that was not merged from these
+    shards (unless `replace`)."""
     views = [RunView.load(path) for path in run_dirs]
     first = views[0]
     for view in views[1:]:
@@ -482,49 +544,96 @@ def merge(run_dirs: list[Path], output_dir: Path) -> RunResult:
             if other is not None and other.get("data_fingerprint") != facts.get("data_fingerprint"):
                 raise DataError(f"merge: {view.path} and {first.path} read different data for "
                                 f"task {task} (data fingerprints differ)")
-    shards = sorted(tuple(v.manifest.config.get("shard") or ()) for v in views)
     count = first.manifest.identity()["shard count"]
-    if count is None or shards != [(i, count) for i in range(count)]:
-        raise DataError(f"merge: expected every shard 0..n-1 of one run exactly once, got "
-                        f"{[list(s) for s in shards]}")
+    if count is None:
+        raise DataError(f"merge: {first.path} is not a shard (it was run without --shard)")
+    by_index: dict[int, list[RunView]] = {}
+    for view in views:
+        by_index.setdefault(int(view.manifest.config["shard"][0]), []).append(view)
+    for index in range(count):
+        given = by_index.get(index, [])
+        if not given:
+            raise DataError(f"merge: shard {index} of {count} missing (give every shard of the "
+                            f"run, e.g. {first.path.parent}/{shard_stem(first.path)}-shard*of{count})")
+        if len(given) > 1:
+            raise DataError(f"merge: shard {index} of {count} given twice: "
+                            f"{' and '.join(str(v.path) for v in given)}")
+    for view in views:
+        check_shard(view, count)
     config = first.manifest.config
     target = RunFolder(output_dir / run_id(first.model, first.manifest.model_settings,
                                            config.get("split"), config.get("limit"), None,
                                            config.get("task_options") or None))
     with target.lock():
-        return merge_locked(views, target, output_dir)
+        if target.exists and not replace:
+            sources = sorted(str(v.path.resolve()) for v in views)
+            try:
+                previous = target.manifest().merged_from or []
+            except RunFolderError:
+                previous = []
+            if sorted(previous) != sources:
+                raise DataError(f"merge: {target.path} holds a run that was not merged from these "
+                                "shards; pass --replace to overwrite it, or --output another "
+                                "folder")
+        target.clear()
+        return merge_locked(sorted(views, key=lambda v: v.manifest.config["shard"][0]), target,
+                            output_dir)
+
+
+def shard_stem(path: Path) -> str:
+    return path.name.rsplit("-shard", 1)[0]
+
+
+def check_shard(view: RunView, count: int) -> None:
+    """A shard holds its own records only, and every task it started is finished: scored in
+    its metrics.json with a record for each sample it selected. (A shard over its failure
+    budget that finished is merged: the merged run's counts decide.)"""
+    index = int(view.manifest.config["shard"][0])
+    name = f"shard {index} of {count} ({view.path})"
+    for task, sample_id in view.rows.rows:
+        if mf.stable_hash(f"{task}/{sample_id}") % count != index:
+            owner = mf.stable_hash(f"{task}/{sample_id}") % count
+            raise DataError(f"merge: {name} holds predictions of shard {owner} ({task}/"
+                            f"{sample_id}): these are not this shard's records")
+    for task, facts in view.manifest.tasks.items():
+        if task in view.left_out:
+            raise DataError(f"merge: {name}: {view.left_out[task]}")
+        done = len(view.rows.of(task))
+        entry = view.metrics.get(task)
+        if entry is None or done < facts["n_selected"]:
+            stopped = (f" (it stopped: {entry['failure_reason']}; a higher --max-failure-rate "
+                       "lets it finish)" if entry is not None and entry["failure_reason"] else "")
+            raise DataError(f"merge: {name} did not finish task {task}: {done} of "
+                            f"{facts['n_selected']} samples have a prediction{stopped}; run its "
+                            "command again to finish it")
 
 
 def merge_locked(views: list[RunView], target: RunFolder, output_dir: Path) -> RunResult:
     first = views[0]
     tasks: dict[str, dict[str, Any]] = {}
-    log = target.open_log()
-    try:
+    with target.open_log() as log:
         for view in views:
-            log.write([row for key, row in view.rows.rows.items() if key not in log.rows])
+            log.write(list(view.rows.rows.values()))
             for name, facts in view.manifest.tasks.items():
                 entry = tasks.setdefault(name, dict(facts, n_selected=0))
-                entry["n_selected"] += facts.get("n_selected", 0)
-    finally:
-        log.close()
+                entry["n_selected"] += facts["n_selected"]
+    config = first.manifest.config
     manifest = Manifest(**{**asdict(first.manifest), "run_id": target.path.name,
-                           "config": first.manifest.config | {"shard": None}, "tasks": tasks,
-                           "merged_from": [str(v.path) for v in views],
+                           "config": config | {"shard": None}, "tasks": tasks,
+                           "merged_from": [str(v.path.resolve()) for v in views],
                            "schema_version": SCHEMA_VERSION, "finished": now()})
     target.write_manifest(manifest)
     merged = RunView.load(target.path)
-    limit = first.manifest.config.get("max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
+    digests = merged.rows.digests()
+    rate = config.get("max_failure_rate", DEFAULT_MAX_FAILURE_RATE)
     outcomes, all_metrics = [], {}
     for name, facts in tasks.items():
-        scored = merged.scored(name)
-        metrics = score_task(scored, facts, int(first.manifest.config.get("ci_resamples") or 0),
-                             int(first.manifest.config.get("seed") or 0), None, limit)
-        if len(scored.samples) < facts["n_selected"]:
-            metrics["notes"] = metrics["notes"] + [
-                f"{facts['n_selected'] - len(scored.samples)} samples of the shards have no "
-                "prediction (a shard did not finish)"]
+        subset = subset_of(facts["n_selected"], facts["n"], config.get("limit"), None)
+        metrics = score_task(merged.scored(name), facts, int(config.get("ci_resamples") or 0),
+                             int(config.get("seed") or 0), None, rate, subset, digests[name])
         all_metrics[name] = metrics
-        outcomes.append(TaskOutcome(name, metrics=metrics))
+        outcomes.append(TaskOutcome(name, metrics=dict(metrics)))
     target.write_metrics(all_metrics)
+    target.write_records_cache(digests)
     leaderboard, notes = rebuild_leaderboard(output_dir)
     return RunResult(target.path, leaderboard, outcomes, [*merged.notes, *notes])

@@ -404,8 +404,8 @@ def finish(samples: list[Sample], model: Model, config: ScoreConfig, folder: Run
         output=output, model=config.model, images=len(samples), statuses=statuses,
         first_errors=first_errors(rows), resumed=resumed,
         lower_better=convention.lower_better, score_range=convention.score_range,
-        failure=failure_reason(stopped, statuses.get("model_error", 0), statuses.get("ok", 0),
-                               len(samples), config.max_failure_rate, "image"),
+        failure=failure_reason(stopped, statuses, statuses.get("ok", 0), len(samples),
+                               config.max_failure_rate, "image"),
         notes=notes)
 
 

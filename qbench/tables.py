@@ -11,7 +11,8 @@ Rows are measured runs (leaderboard rows, one table row per run) and published f
 A PLCC column holds one convention, raw or logistic-fitted (`plcc=`): a published PLCC of the
 other convention, or of a convention its paper does not state, keeps a footnote mark saying so,
 and so does a measured figure whose sample set deviated from the published protocol
-(`deviates` column). Output as text, markdown, LaTeX (booktabs, best per column in bold) or CSV.
+(`deviates` column) or that was measured on a part of the split chosen on purpose (`subset`:
+--limit, an unmerged shard). Output as text, markdown, LaTeX (booktabs, best per column in bold) or CSV.
 """
 from __future__ import annotations
 
@@ -38,9 +39,10 @@ PAPER_MEAN_TOLERANCE = 0.001   # a printed mean of 3-decimal cells differs from 
 
 # Footnote marks, in the order footnotes are listed: text form, LaTeX form.
 MARKS = {"deviates": ("*", r"$^{*}$"), "unstated": ("†", r"$^{\dagger}$"),
-         "other": ("‡", r"$^{\ddagger}$"), "partial": ("§", r"$^{\S}$")}
+         "other": ("‡", r"$^{\ddagger}$"), "fewer": ("§", r"$^{\S}$"),
+         "subset": ("¶", r"$^{\P}$")}
 # Marks that make a figure incomparable with its column: never bold.
-NOT_COMPARABLE = frozenset({"unstated", "other", "partial"})
+NOT_COMPARABLE = frozenset({"unstated", "other", "fewer", "subset"})
 
 
 @dataclass(frozen=True)
@@ -216,7 +218,8 @@ def _measured_lines(frame: pd.DataFrame, tasks: list[str], wanted: dict[str, str
         task = str(record["task"])
         line = lines.setdefault((run, task if by_task else ""), _Line(
             str(record["model"]), "measured", run, task=task if by_task else ""))
-        marks = frozenset({"deviates"}) if _flag(record.get("deviates")) else frozenset()
+        marks = frozenset({"deviates"} if _flag(record.get("deviates")) else set()) | (
+            frozenset({"subset"}) if _entry_text(record.get("subset")) else frozenset())
         for metric, column in wanted.items():
             key = ("" if by_task else task, metric)
             if key in line.figures:
@@ -276,6 +279,13 @@ def _flag(value: object) -> bool:
     return bool(value)
 
 
+def _entry_text(value: object) -> str:
+    """A text entry as read from a DataFrame or CSV (an empty cell reads as NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value).strip()
+
+
 def _number(value: object, where: str) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -287,14 +297,14 @@ def _number(value: object, where: str) -> float | None:
 
 
 def _mean(cells: list[Cell]) -> Cell:
-    """Mean over the cells with a value; it inherits their marks, and is marked partial when
+    """Mean over the cells with a value; it inherits their marks, and is marked `fewer` when
     some are missing."""
     present = [c for c in cells if c.value is not None]
     if not present:
         return Cell()
     marks = frozenset().union(*(c.marks for c in present))
     if len(present) < len(cells):
-        marks |= {"partial"}
+        marks |= {"fewer"}
     return Cell(sum(c.value for c in present) / len(present), marks)
 
 
@@ -327,7 +337,7 @@ def _paper_mean_notes(figures: list[PublishedFigure], rows: list[TableRow],
     for row in rows:
         for metric, cell in zip(("plcc", "srcc"), row.cells[-2:]):
             value = printed.get((row.model, row.training_set, row.reference, metric))
-            if value is not None and cell.value is not None and "partial" not in cell.marks \
+            if value is not None and cell.value is not None and "fewer" not in cell.marks \
                     and abs(value - cell.value) > PAPER_MEAN_TOLERANCE:
                 notes.append(f"{row.model} ({row.reference}): the paper prints a mean "
                              f"{metric.upper()} of {value:.3f}; the mean of its cells is "
@@ -372,7 +382,9 @@ def _footnotes(table: PaperTable) -> list[Footnote]:
         "deviates": "measured on a sample set that deviates from the published protocol",
         "unstated": "PLCC whose paper does not state whether it is raw or logistic-fitted",
         "other": f"{other} PLCC, under a {heading} PLCC heading",
-        "partial": "mean over the datasets this row has, fewer than the table shows",
+        "fewer": "mean over the datasets this row has, fewer than the table shows",
+        "subset": "measured on a part of the split chosen on purpose (--limit, or one shard "
+                  "not merged)",
     }
     out = [Footnote("mark", m, texts[m]) for m in table.marks_used()]
     out += [Footnote("note", "", note) for note in table.notes]

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from qbench.cli import main
-from qbench.rundir import Manifest, RunFolder
+
+from helpers import fake_run_folder
 
 MEASURED = {  # run id -> task -> metrics
     "mine-a1": {"koniq": {"plcc": 0.9011, "plcc_logistic": 0.9123, "srcc": 0.8899},
@@ -19,14 +20,10 @@ MEASURED = {  # run id -> task -> metrics
 
 def write_runs(results) -> None:
     for run_id, tasks in MEASURED.items():
-        folder = RunFolder(results / run_id)
-        folder.path.mkdir(parents=True)
-        folder.write_manifest(Manifest(run_id=run_id, model=run_id.split("-")[0], model_settings={},
-                                       model_convention={}, config={}))
-        folder.write_metrics({task: {
-            "task": task, "kind": "score", "status": "ok", "split": "test", "n": 100, "n_ok": 100,
-            "problems": ["12 samples in split 'test', expected 866"] if m.get("deviates") else [],
-            **{k: v for k, v in m.items() if k != "deviates"}} for task, m in tasks.items()})
+        fake_run_folder(results, run_id, run_id.split("-")[0], {
+            task: {**{k: v for k, v in m.items() if k != "deviates"},
+                   "problems": ["12 samples in split 'test', expected 866"] if m.get("deviates")
+                   else []} for task, m in tasks.items()})
 
 
 @pytest.fixture
@@ -38,7 +35,7 @@ def results(tmp_path):
 def test_latex_table_has_one_row_per_model_and_a_column_pair_per_dataset(results, capsys):
     out = results / "table.tex"
     assert main(["leaderboard", "--output", str(results), "--layout", "paper", "--format", "latex",
-                 "--out", str(out)]) == 0
+                 "--save", str(out)]) == 0
     latex = out.read_text()
     assert latex == capsys.readouterr().out
     assert latex.count(r"\toprule") == latex.count(r"\bottomrule") == 1

@@ -7,7 +7,8 @@ from qbench.baselines.published import (COLUMNS, PLCC_COLUMN, PublishedFigure, l
                                         load_published)
 from qbench.cli import main
 from qbench.results import rebuild_leaderboard
-from qbench.rundir import Manifest, RunFolder
+
+from helpers import fake_run_folder
 
 SCORE_SETS = ["koniq", "spaq", "kadid", "pipal", "livew", "agiqa3k", "csiq"]
 T1 = "Q-Insight paper, Table 1"
@@ -202,22 +203,22 @@ def test_missing_file_missing_column_and_duplicates_are_errors(tmp_path):
 
 def measured_koniq(results):
     """A run folder with one scored task, and the leaderboard derived from it."""
-    folder = RunFolder(results / "mine-1234")
-    folder.path.mkdir(parents=True)
-    folder.write_manifest(Manifest(run_id="mine-1234", model="mine", model_settings={},
-                                   model_convention={}, config={}))
-    folder.write_metrics({"koniq": {
-        "task": "koniq", "kind": "score", "status": "ok", "split": "test", "n": 2010,
-        "n_ok": 2000, "parsed_fraction": 2000 / 2010, "plcc": 0.91234, "srcc": 0.90123}})
+    fake_run_folder(results, "mine-1234", "mine", {"koniq": {
+        "n": 2010, "n_ok": 2000, "parsed_fraction": 2000 / 2010, "plcc": 0.91234,
+        "srcc": 0.90123}})
     rebuild_leaderboard(results)
 
 
 def test_leaderboard_sets_published_rows_beside_measured_ones(tmp_path, capsys):
     measured_koniq(tmp_path)
     markdown = tmp_path / "board.md"
-    assert main(["leaderboard", "--output", str(tmp_path), "--markdown", str(markdown),
-                 "--csv", str(tmp_path / "board.csv")]) == 0
+    assert main(["leaderboard", "--output", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
+    assert main(["leaderboard", "--output", str(tmp_path), "--save", str(markdown)]) == 0
+    assert markdown.read_text() == capsys.readouterr().out   # as printed, in markdown
+    assert main(["leaderboard", "--output", str(tmp_path), "--save",
+                 str(tmp_path / "board.csv")]) == 0
+    capsys.readouterr()
     lines = printed.splitlines()
     mine = next(line for line in lines if line.split()[:2] == ["measured", "mine"])
     assert "2010" in mine.split() and "0.9123" in mine      # counts stay integers

@@ -15,7 +15,7 @@ from qbench import DataError, Model, Sample, Task, TaskData, register_model, reg
 from qbench.baselines.published import PublishedFigure
 from qbench.cli import main
 from qbench.compare import compare_runs
-from qbench.rundir import RunView
+from qbench.rundir import RunView, records_digest, sealed
 from qbench.model import predictions_from_texts
 from qbench.protocol import CLASSES, LEVELS
 from qbench.report import build_report, render_html, render_markdown
@@ -158,22 +158,19 @@ def test_report_leaderboard_has_intervals_failures_and_transcripts(good_run, tmp
     assert "&lt;clean&gt;" in page and "<clean>" not in page   # model text is escaped
 
 
-def test_a_metric_that_does_not_follow_from_the_predictions_gets_no_interval(good_run):
-    """An edited metrics.json: the report shows the figure without an interval and says why;
-    the figures that do follow from the predictions keep theirs."""
+def test_an_edited_metrics_entry_is_left_out_of_the_report_with_a_note(good_run):
+    """An edited metrics.json: the figure is not what the predictions give, so the report does
+    not show it; it says which folder, task and why, and shows the other tasks."""
     path = good_run / "metrics.json"
     metrics = json.loads(path.read_text())
-    reported = metrics["report-score"]["srcc"]
-    metrics["report-score"]["srcc"] = reported + 1e-3
+    metrics["report-score"]["srcc"] += 1e-3
     path.write_text(json.dumps(metrics))
-    report = build_report([RunView.load(good_run)], resamples=100)
-    (note,) = [n for n in report.notes if "no CI" in n]
-    assert f"no CI for srcc (the task reports {reported + 1e-3:.6g}, the bootstrap estimate is " \
-           f"{reported:.6g})" in note
-    row = next(r for r in report.leaderboard.rows if r[2] == "report-score")
-    columns = report.leaderboard.columns
-    assert "[" not in row[columns.index("srcc")]
-    assert "[" in row[columns.index("plcc_logistic")]   # a refitted metric keeps its interval
+    view = RunView.load(good_run)
+    report = build_report([view], resamples=100)
+    (note,) = [n for n in report.notes if "report-score" in n]
+    assert note == (f"left out {good_run}: metrics.json report-score: changed after qbench "
+                    "wrote it (its digest does not match its content)")
+    assert {r[2] for r in report.leaderboard.rows} == {"report-degradation"}
 
 
 def test_report_opens_with_the_paper_table_runs_beside_published_figures(good_run):
@@ -262,5 +259,16 @@ def test_runs_on_different_data_cannot_be_compared(tmp_path, good_run):
         if row["task"] == "report-score":
             row["truth"]["mos"] = 1 - row["truth"]["mos"]
     (other / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # edited predictions: not what the figures were computed from, so not shown as measured
+    with pytest.raises(DataError, match=r"report-score not in both runs \(shared: "
+                                        r"report-degradation; left out .*other: metrics.json "
+                                        r"report-score: its figures were not computed from the "
+                                        r"predictions"):
+        compare_runs(RunView.load(good_run), RunView.load(other), ["report-score"])
+    # a run of other data, folder consistent (as a run on a relabelled copy would write it)
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["report-score"]["records_sha256"] = records_digest(
+        r for r in rows if r["task"] == "report-score")
+    (other / "metrics.json").write_text(json.dumps({k: sealed(v) for k, v in metrics.items()}))
     with pytest.raises(DataError, match="disagree on the ground truth"):
         compare_runs(RunView.load(good_run), RunView.load(other), ["report-score"])

@@ -17,27 +17,9 @@ from qbench.cli import main
 from qbench.results import read_leaderboard
 from qbench.runner import RunConfig, merge, run
 
+from helpers import make_toy_data
+
 PLUGIN = Path(__file__).with_name("toy_plugin.py")
-
-
-def make_toy_data(folder: Path, n: int = 40, corrupt: int = 0, missing: int = 0) -> Path:
-    """n grey images whose brightness tracks their MOS (plus noise), listed in labels.csv."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    lines = ["name,mos"]
-    for i in range(n):
-        mos = float(rng.uniform(1, 5))
-        name = f"img{i:03d}.png"
-        lines.append(f"{name},{mos:.3f}")
-        if i < corrupt:
-            (folder / name).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-        elif i < corrupt + missing:
-            continue  # listed but not on disk
-        else:
-            level = np.clip(mos * 40 + rng.normal(0, 20), 0, 255)
-            Image.fromarray(np.full((16, 16, 3), level, np.uint8)).save(folder / name)
-    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 @pytest.fixture(autouse=True)
