@@ -490,7 +490,8 @@ class MplugOwl2(nn.Module):
         its image in the prompt's image place."""
         device = self.lm_head.weight.device
         hidden = self.last_hidden_state(
-            pixels.to(device, self.dtype), torch.tensor(prompt.prefix, device=device),
+            pixels.to(device, self.dtype, non_blocking=True),
+            torch.tensor(prompt.prefix, device=device),
             torch.tensor(prompt.suffix, device=device))
         rows = self.lm_head.weight[torch.tensor(list(vocab_ids), device=device)]
         return F.linear(hidden, rows).float()

@@ -363,11 +363,13 @@ def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folde
             bar = progress.add_task(f"{'images':<18}", total=len(mine),
                                     completed=len(mine) - len(todo))
             for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
-                                          workers=config.workers, max_pixels=config.max_pixels):
+                                          workers=config.workers, max_pixels=config.max_pixels,
+                                          prepare=model.prepare):
                 rows = [Prediction.failure(by_id[sid], "image_error", error).to_json()
                         for sid, error in batch.errors.items()]
                 if batch.samples:
-                    rows += predict_batch(model, batch.samples, batch.images, folder, TASK, budget)
+                    rows += predict_batch(model, batch.samples, batch.images, folder, TASK, budget,
+                                          batch.prepared)
                 log.write(rows)
                 progress.advance(bar, len(rows))
                 if budget.exceeded:
