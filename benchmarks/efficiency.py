@@ -1,0 +1,102 @@
+"""The level-token efficiency ratio, shared by `adapter_throughput.py --efficiency` (the tiny
+model on the CPU) and `gpu_throughput.py` (the 7B architecture on a GPU):
+
+    samples/s through the adapter   images in, scores out, each batch's inputs built on a worker
+                                    thread while the batch before it runs, as `qbench run` and
+                                    `qbench score` do it (qbench.images.prepare_ahead)
+    ÷ samples/s of the bare forward the network alone on inputs built (and moved to the
+                                    device) beforehand
+
+both at one batch size over the same images, best of interleaved passes, one process. What the
+harness adds around the model (input building not hidden, the hand-over between threads, the
+softmax, the prediction records) is 1 − ratio. The adapter's scores are checked against
+`model.predict` one batch at a time (the path without building ahead): they must be equal.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    batch: int
+    samples: int
+    passes: int
+    bare: float       # samples/s, forward pass on prebuilt inputs
+    adapter: float    # samples/s, images in, scores out, inputs built ahead
+    inline: float     # samples/s, images in, scores out, inputs built in line (model.predict)
+    same_scores: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.adapter / self.bare
+
+    def lines(self) -> list[str]:
+        return [
+            f"level tokens, batch {self.batch}, {self.samples} samples, best of {self.passes} "
+            "interleaved passes:",
+            f"  bare forward on prebuilt inputs        {self.bare:10.2f} samples/s",
+            f"  adapter, inputs built ahead (runner)   {self.adapter:10.2f} samples/s",
+            f"  adapter, inputs built in line          {self.inline:10.2f} samples/s   "
+            f"(ratio {self.inline / self.bare:.3f})",
+            f"  scores of both adapter paths equal: {'yes' if self.same_scores else 'NO'}",
+            f"level-token efficiency ratio: {self.ratio:.3f}",
+        ]
+
+
+def level_token_efficiency(model, images: Sequence[Sequence[Image.Image]], batch: int,
+                           passes: int, synchronize: Callable[[], None] = lambda: None
+                           ) -> Efficiency:
+    """The ratio for a level-token adapter (`qwen-vl-levels`: `network`, `level_inputs`,
+    `prepare`, `predict`) over `images`; `synchronize` waits for the device (CUDA)."""
+    import torch
+
+    from qbench import Sample
+    from qbench.backends.vlm import to_device
+    from qbench.images import LoadedBatch, prepare_ahead
+
+    samples = [Sample(id=str(i), task="bench", kind="score", images=("x",))
+               for i in range(len(images))]
+    chunks = [(samples[i:i + batch], [list(x) for x in images[i:i + batch]])
+              for i in range(0, len(images), batch)]
+    network = model.network
+    prebuilt = [to_device(model.level_inputs(imgs), network.device) for _, imgs in chunks]
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for inputs in prebuilt:
+                network(**inputs, logits_to_keep=1, use_cache=False)
+        synchronize()
+
+    ahead_scores: list[float | None] = []
+    inline_scores: list[float | None] = []
+
+    def adapter() -> None:
+        ahead_scores.clear()
+        loaded = [LoadedBatch(list(s), imgs, {}) for s, imgs in chunks]
+        for done in prepare_ahead(loaded, model.prepare):
+            assert done.prepared is not None
+            ahead_scores.extend(p.score for p in done.prepared.result()())
+
+    def inline() -> None:
+        inline_scores.clear()
+        for s, imgs in chunks:
+            inline_scores.extend(p.score for p in model.predict(s, imgs))
+
+    steps = {"bare": bare, "adapter": adapter, "inline": inline}
+    for step in steps.values():   # warm-up: allocations, kernels, the tokenizer's cache
+        step()
+    best = dict.fromkeys(steps, float("inf"))
+    for _ in range(passes):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            best[name] = min(best[name], time.perf_counter() - start)
+    n = len(images)
+    return Efficiency(batch=batch, samples=n, passes=passes, bare=n / best["bare"],
+                      adapter=n / best["adapter"], inline=n / best["inline"],
+                      same_scores=ahead_scores == inline_scores)
