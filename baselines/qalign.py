@@ -23,6 +23,7 @@ import math
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -252,6 +253,11 @@ class Owl2Levels(LevelScorer):
             else self.options.dtype
         self.dtype = torch_dtype(dtype_name, self.device)
         self.prompt_text = OWL2_CONVERSATIONS[self.options.conversation]
+        # Padding and resizing a 1024x768 photograph on the CPU takes tens of milliseconds,
+        # several times the forward pass per image on a GPU: the batch is shared among the
+        # run's --workers threads (benchmarks/owl2_gpu_throughput.py measures both).
+        self.pixel_pool = (ThreadPoolExecutor(config.workers, thread_name_prefix="qbench-pixels")
+                           if config.workers > 1 else None)
         self.code_sha256 = None
         if self.options.trust_remote_code:
             self.code_sha256 = remote_code_digest(path, self.name)
@@ -296,7 +302,7 @@ class Owl2Levels(LevelScorer):
         return folder
 
     def level_inputs(self, images: Sequence[Sequence[Image.Image]]) -> Any:
-        pixels = self.image_processor([imgs[0] for imgs in images])
+        pixels = self.image_processor([imgs[0] for imgs in images], self.pixel_pool)
         return pixels.pin_memory() if is_cuda(self.device) else pixels
 
     def logits_of(self, inputs: Any):
@@ -311,6 +317,8 @@ class Owl2Levels(LevelScorer):
 
     def close(self) -> None:
         self.network = None
+        if self.pixel_pool:
+            self.pixel_pool.shutdown()
         free_gpu_cache()
 
 

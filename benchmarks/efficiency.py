@@ -17,8 +17,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
+
+from qbench import Sample
+
+
+@dataclass(frozen=True)
+class Chunk:
+    samples: list[Sample]
+    images: list[list[Image.Image]]
+    inputs: Any   # built beforehand and on the device: what the bare forward reads
 
 
 @dataclass(frozen=True)
@@ -55,46 +65,48 @@ def level_token_efficiency(model, images: Sequence[Sequence[Image.Image]], batch
     `prepare`, `predict`) over `images`; `synchronize` waits for the device (CUDA)."""
     import torch
 
-    from qbench import Sample
     from qbench.backends.vlm import to_device
     from qbench.images import LoadedBatch, prepare_ahead
 
     samples = [Sample(id=str(i), task="bench", kind="score", images=("x",))
                for i in range(len(images))]
-    chunks = [(samples[i:i + batch], [list(x) for x in images[i:i + batch]])
-              for i in range(0, len(images), batch)]
     network = model.network
-    prebuilt = [to_device(model.level_inputs(imgs), network.device) for _, imgs in chunks]
+    chunks: list[Chunk] = []
+    for i in range(0, len(images), batch):
+        imgs = [list(x) for x in images[i:i + batch]]
+        chunks.append(Chunk(samples[i:i + batch], imgs,
+                            to_device(model.level_inputs(imgs), network.device)))
 
-    def bare() -> None:
+    def bare(part: list[Chunk]) -> None:
         with torch.inference_mode():
-            for inputs in prebuilt:
-                network(**inputs, logits_to_keep=1, use_cache=False)
+            for chunk in part:
+                network(**chunk.inputs, logits_to_keep=1, use_cache=False)
         synchronize()
 
     ahead_scores: list[float | None] = []
     inline_scores: list[float | None] = []
 
-    def adapter() -> None:
+    def adapter(part: list[Chunk]) -> None:
         ahead_scores.clear()
-        loaded = [LoadedBatch(list(s), imgs, {}) for s, imgs in chunks]
+        loaded = [LoadedBatch(list(c.samples), c.images, {}) for c in part]
         for done in prepare_ahead(loaded, model.prepare):
             assert done.prepared is not None
             ahead_scores.extend(p.score for p in done.prepared.result()())
 
-    def inline() -> None:
+    def inline(part: list[Chunk]) -> None:
         inline_scores.clear()
-        for s, imgs in chunks:
-            inline_scores.extend(p.score for p in model.predict(s, imgs))
+        for c in part:
+            inline_scores.extend(p.score for p in model.predict(c.samples, c.images))
 
     steps = {"bare": bare, "adapter": adapter, "inline": inline}
-    for step in steps.values():   # warm-up: allocations, kernels, the tokenizer's cache
-        step()
+    warm = chunks[:1]
+    for step in steps.values():   # warm-up on one batch: allocations, kernels, tokenizer cache
+        step(warm)
     best = dict.fromkeys(steps, float("inf"))
     for _ in range(passes):
         for name, step in steps.items():
             start = time.perf_counter()
-            step()
+            step(chunks)
             best[name] = min(best[name], time.perf_counter() - start)
     n = len(images)
     return Efficiency(batch=batch, samples=n, passes=passes, bare=n / best["bare"],

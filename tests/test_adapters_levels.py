@@ -124,3 +124,18 @@ def test_generation_built_ahead_equals_predict_exactly(tiny, tmp_path):
     alone = [p.text for i in range(0, len(files), 2)
              for p in model.predict(files[i:i + 2], decoded[i:i + 2])]
     assert ahead == alone and all(isinstance(t, str) for t in ahead)
+
+
+def test_owl2_pixels_shared_among_the_workers_equal_one_thread(tmp_path):
+    """qalign prepares a batch's pixels on --workers threads: the same tensor, the same scores,
+    as one thread."""
+    from qbench.baselines import mplug_owl2
+    folder = mplug_owl2.write_tiny_checkpoint(tmp_path / "owl2")
+    one = create_model("qalign", ModelConfig(model_path=folder, device="cpu", workers=1))
+    shared = create_model("qalign", ModelConfig(model_path=folder, device="cpu", workers=3))
+    assert one.pixel_pool is None and shared.pixel_pool is not None
+    batch = photos([(40, 60), (64, 64), (90, 30), (50, 50), (33, 77)], seed=5)
+    assert torch.equal(shared.level_inputs(batch), one.level_inputs(batch))
+    assert [p.score for p in shared.predict(samples(5), batch)] == \
+        [p.score for p in one.predict(samples(5), batch)]
+    shared.close()
