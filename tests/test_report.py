@@ -192,6 +192,7 @@ def test_report_opens_with_the_paper_table_runs_beside_published_figures(good_ru
     assert 'class="published"' in render_html(report)
 
 
+@pytest.mark.slow
 def test_compare_finds_the_better_run_and_not_itself(tmp_path):
     good = scripted_run(tmp_path / "a", 0.1)
     poor = scripted_run(tmp_path / "b", 0.6)
@@ -207,6 +208,7 @@ def test_compare_finds_the_better_run_and_not_itself(tmp_path):
                for c in same)
 
 
+@pytest.mark.slow
 def test_compare_command_prints_table_and_writes_csv(tmp_path, capsys):
     good = scripted_run(tmp_path / "a", 0.1)
     poor = scripted_run(tmp_path / "b", 0.6)
@@ -217,6 +219,7 @@ def test_compare_command_prints_table_and_writes_csv(tmp_path, capsys):
     assert csv.read_text().splitlines()[0].startswith("task,metric,n,A,B,A-B")
 
 
+@pytest.mark.slow
 def test_bad_run_folders_are_one_line_errors(tmp_path, good_run, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "run folder not found" in capsys.readouterr().err

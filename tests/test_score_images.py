@@ -172,6 +172,7 @@ def _wait_for(condition, seconds: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_scores_only_the_rest(tmp_path, capsys):
     images = make_folder(tmp_path / "photos", n=40)
     calls = tmp_path / "calls.txt"   # toy-luma appends every image it is asked about
@@ -278,6 +279,7 @@ def test_every_image_failed_exits_1(tmp_path, capsys):
     assert "FAILED: no image has a usable answer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_at_once_refuses_or_waits(tmp_path, capsys):
     make_folder(tmp_path / "photos", n=11)
     first = _score_cli(tmp_path, "--model-arg", "delay=0.25")   # 6 batches: about 1.5 s

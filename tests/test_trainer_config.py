@@ -175,6 +175,7 @@ def test_issue_13_bad_overrides_are_refused_in_one_line(tmp_path, overrides, lin
     assert str(caught.value) == f"{path}: {line}"
 
 
+@pytest.mark.slow
 def test_issue_13_overrides_at_train_check_load_neither_torch_nor_trl(tmp_path):
     """The same refusals through `qbench train --check --set …`, in a fresh interpreter: exit 2,
     one line on stderr, before torch or TRL is imported."""
@@ -248,6 +249,7 @@ def test_unreadable_config_file(tmp_path):
         load_config(bad)
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_config_in_one_line_without_loading_torch(tmp_path):
     path = write_config(tmp_path)
     probe = ("import sys, json; from qbench.cli import main; code = main(['train', '--config', "
