@@ -5,7 +5,7 @@ all from one run.
 
     OMP_NUM_THREADS=1 python benchmarks/adapter_throughput.py [--device cpu|cuda]
         [--samples 64] [--max-new-tokens 16] [--batches 1 8 32] [--repeats 3] [--profile]
-    OMP_NUM_THREADS=1 python benchmarks/adapter_throughput.py --efficiency [--samples 256]
+    OMP_NUM_THREADS=1 python benchmarks/adapter_throughput.py --efficiency [--samples 512]
         [--repeats 5] [--efficiency-batch 32]
 
 `--efficiency` measures only the level-token efficiency ratio (benchmarks/efficiency.py):
@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from efficiency import level_token_efficiency
 from PIL import Image
 from skimage import data
 
-from efficiency import level_token_efficiency
 from qbench import ModelConfig, Sample, create_model
 from qbench.backends.vlm import expected_level, model_inputs
 from qbench.tiny import build_tiny_qwen2_5_vl
@@ -144,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--samples", type=int,
-                        help="images per pass (default 64; 256 with --efficiency)")
+                        help="images per pass (default 64; 512 with --efficiency)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--repeats", type=int,
@@ -156,7 +156,7 @@ def main() -> None:
                         help="only the level-token efficiency ratio (adapter / bare forward)")
     parser.add_argument("--efficiency-batch", type=int, default=32)
     args = parser.parse_args()
-    samples_n = args.samples or (256 if args.efficiency else 64)
+    samples_n = args.samples or (512 if args.efficiency else 64)
     repeats = args.repeats or (5 if args.efficiency else 3)
 
     import torch

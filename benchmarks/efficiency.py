@@ -9,7 +9,9 @@ model on the CPU) and `gpu_throughput.py` (the 7B architecture on a GPU):
 
 both at one batch size over the same images, best of interleaved passes, one process. What the
 harness adds around the model (input building not hidden, the hand-over between threads, the
-softmax, the prediction records) is 1 − ratio. The adapter's scores are checked against
+softmax, the prediction records) is 1 − ratio. The first batch's inputs cannot be built ahead
+of anything, so a pass of few batches understates the ratio a whole task sees (over 16
+batches, about 1/16 of one batch's input building). The adapter's scores are checked against
 `model.predict` one batch at a time (the path without building ahead): they must be equal.
 """
 from __future__ import annotations
