@@ -45,6 +45,7 @@ def test_pyiqa_piqe_matches_pyiqa_and_keeps_its_direction():
     assert noisy.score > clean.score  # PIQE grows with distortion
 
 
+@pytest.mark.slow
 def test_full_reference_metric_answers_comparisons():
     model = create_model("pyiqa:psnr", ModelConfig(device="cpu"))
     assert model.kinds == {"comparison"} and model.lower_better is False

@@ -109,6 +109,7 @@ class ImageCollector(HTMLParser):
                 self.links.append(attrs[name])
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained_with_valid_embedded_pngs(good_run, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(good_run), "--output", str(out), "--resamples", "200"]) == 0
@@ -132,6 +133,7 @@ def test_report_html_is_self_contained_with_valid_embedded_pngs(good_run, tmp_pa
     assert len(pictures) == 2 and all((out / p).is_file() for p in pictures)
 
 
+@pytest.mark.slow
 def test_report_leaderboard_has_intervals_failures_and_transcripts(good_run, tmp_path):
     out = tmp_path / "report"
     assert main(["report", str(good_run), "--output", str(out), "--resamples", "200"]) == 0
@@ -169,6 +171,7 @@ def test_a_metric_that_does_not_follow_from_the_predictions_gets_no_interval(goo
     assert "[" in row[columns.index("plcc_logistic")]   # a refitted metric keeps its interval
 
 
+@pytest.mark.slow
 def test_report_opens_with_the_paper_table_runs_beside_published_figures(good_run):
     figures = [PublishedFigure("Paper-Model", "report-score", metric, value, "koniq", convention,
                                "Some paper, Table 9")

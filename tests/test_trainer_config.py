@@ -208,6 +208,7 @@ def test_several_problems_are_reported_together_on_one_line(tmp_path):
     assert "grpo.bogus: unknown key" in message
 
 
+@pytest.mark.slow
 def test_recorded_grpo_config_fields_match_the_installed_trl():
     trl = pytest.importorskip("trl")
     from trl import GRPOConfig
