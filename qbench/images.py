@@ -85,11 +85,12 @@ def open_regular_file(path: str) -> BinaryIO:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ImageError(f"image not found: {path}") from None
-    except OSError as exc:   # a socket cannot be opened at all
+    except OSError as exc:   # no permission; a socket cannot be opened at all
         try:
-            what = file_kind(os.stat(path).st_mode)
+            mode = os.stat(path).st_mode
         except OSError:
-            what = exc.strerror
+            mode = stat.S_IFREG
+        what = exc.strerror if stat.S_ISREG(mode) else f"it is {file_kind(mode)}"
         raise ImageError(f"cannot open {path}: {what}") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):

@@ -205,3 +205,23 @@ def test_prepare_runs_one_batch_ahead_on_a_worker_thread_and_keeps_its_errors(tm
     # without workers, nothing runs ahead: the caller prepares in line
     assert all(b.prepared is None for b in prefetch_batches(samples, 2, workers=0,
                                                              prepare=prepare))
+
+
+def test_a_socket_or_an_unreadable_file_is_an_error_saying_which(tmp_path, monkeypatch):
+    import socket
+    where = tmp_path / "sock.png"
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(where))
+        with pytest.raises(ImageError, match=r"cannot open .*sock\.png: it is a socket"):
+            load_image(str(where))
+    finally:
+        server.close()
+    locked = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(locked)
+
+    def refused(path, flags):   # as open(2) answers a file without read permission (not root)
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr("qbench.images.os.open", refused)
+    with pytest.raises(ImageError, match=r"cannot open .*locked\.png: Permission denied$"):
+        load_image(str(locked))
