@@ -22,8 +22,10 @@ import hashlib
 import math
 import os
 from abc import abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +33,9 @@ from PIL import Image
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
 from qbench.backends.vlm import (LoadSettings, chat_prompt, expected_level, free_gpu_cache,
-                                 level_token_ids, load_hf_vlm, next_token_logits,
-                                 require_model_dir, resolve_device, torch_dtype)
+                                 input_builder, is_cuda, level_token_ids, load_hf_vlm,
+                                 next_token_logits, require_model_dir, resolve_device,
+                                 torch_dtype)
 from qbench.model import Timer
 
 LEVEL_QUESTION = "How would you rate the quality of this image?"
@@ -55,21 +58,40 @@ TRANSFORMERS_ADVICE = (
 
 
 class LevelScorer(Model):
-    """Shared by the level-token adapters: subclasses provide `level_logits` (rows: samples,
-    columns: the five level words in LEVEL_WORDS order)."""
+    """Shared by the level-token adapters: subclasses provide `level_inputs` (the CPU side: a
+    batch's model inputs, built ahead on the runner's worker thread) and `logits_of` (rows:
+    samples, columns: the five level words in LEVEL_WORDS order)."""
 
     kinds = frozenset({"score"})
     score_range = (1, 5)
 
     @abstractmethod
+    def level_inputs(self, images: Sequence[Sequence[Image.Image]]) -> Any:
+        """The batch's model inputs, on the CPU (pinned for a GPU)."""
+
+    @abstractmethod
+    def logits_of(self, inputs: Any):
+        """Next-token logits of the five level words for inputs from `level_inputs`."""
+
     def level_logits(self, images: Sequence[Sequence[Image.Image]]):
         """Next-token logits of the five level words, one row per sample."""
+        return self.logits_of(self.level_inputs(images))
+
+    def prepare(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
+                ) -> Callable[[], list[Prediction]]:
+        with Timer() as timer:
+            inputs = self.level_inputs(images)
+        return partial(self._predictions, samples, inputs, timer.seconds)
 
     def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
                 ) -> list[Prediction]:
+        return self.prepare(samples, images)()
+
+    def _predictions(self, samples: Sequence[Sample], inputs: Any, prepared_s: float
+                     ) -> list[Prediction]:
         with Timer() as timer:
-            scores, probs = expected_level(self.level_logits(images), LEVEL_WEIGHTS)
-        each = timer.seconds / max(len(samples), 1)
+            scores, probs = expected_level(self.logits_of(inputs), LEVEL_WEIGHTS)
+        each = (prepared_s + timer.seconds) / max(len(samples), 1)
         out = []
         for sample, score, p in zip(samples, scores.tolist(), probs.tolist()):
             level_probs = dict(zip(LEVEL_WORDS, (round(x, 6) for x in p)))
@@ -122,11 +144,13 @@ class HFVisionLevels(LevelScorer):
         self.prompt = chat_prompt(self.processor, level_messages(), LEVEL_ANSWER_PREFIX)
         self.token_ids = level_token_ids(self.processor.tokenizer, LEVEL_ANSWER_PREFIX,
                                          LEVEL_WORDS)
+        self.inputs = input_builder(self.processor)
 
-    def level_logits(self, images: Sequence[Sequence[Image.Image]]):
-        logits = next_token_logits(self.network, self.processor, [self.prompt] * len(images),
-                                   images)
-        return logits[:, self.token_ids]
+    def level_inputs(self, images: Sequence[Sequence[Image.Image]]) -> Any:
+        return self.inputs.build([self.prompt] * len(images), images, self.network.device)
+
+    def logits_of(self, inputs: Any):
+        return next_token_logits(self.network, inputs)[:, self.token_ids]
 
     def settings(self) -> dict[str, Any]:
         # the dtype the weights were loaded in ("auto" resolved), not the option's spelling
@@ -209,7 +233,8 @@ class RemoteOwl2:
         import torch
         ids = torch.tensor([prompt.input_ids()] * len(pixels), device=self.device)
         with torch.inference_mode():
-            logits = self.network(input_ids=ids, images=pixels.to(self.device, self.dtype)).logits
+            logits = self.network(input_ids=ids, images=pixels.to(self.device, self.dtype,
+                                                                     non_blocking=True)).logits
         return logits[:, -1, list(vocab_ids)].float()
 
 
@@ -230,6 +255,11 @@ class Owl2Levels(LevelScorer):
             else self.options.dtype
         self.dtype = torch_dtype(dtype_name, self.device)
         self.prompt_text = OWL2_CONVERSATIONS[self.options.conversation]
+        # Padding and resizing a 1024x768 photograph on the CPU takes tens of milliseconds,
+        # several times the forward pass per image on a GPU: the batch is shared among the
+        # run's --workers threads (benchmarks/owl2_gpu_throughput.py measures both).
+        self.pixel_pool = (ThreadPoolExecutor(config.workers, thread_name_prefix="qbench-pixels")
+                           if config.workers > 1 else None)
         self.code_sha256 = None
         if self.options.trust_remote_code:
             self.code_sha256 = remote_code_digest(path, self.name)
@@ -273,9 +303,12 @@ class Owl2Levels(LevelScorer):
                              "--model-arg preprocessor=DIR")
         return folder
 
-    def level_logits(self, images: Sequence[Sequence[Image.Image]]):
-        pixels = self.image_processor([imgs[0] for imgs in images])
-        return self.network.next_token_logits(pixels, self.prompt, self.token_ids)
+    def level_inputs(self, images: Sequence[Sequence[Image.Image]]) -> Any:
+        pixels = self.image_processor([imgs[0] for imgs in images], self.pixel_pool)
+        return pixels.pin_memory() if is_cuda(self.device) else pixels
+
+    def logits_of(self, inputs: Any):
+        return self.network.next_token_logits(inputs, self.prompt, self.token_ids)
 
     def settings(self) -> dict[str, Any]:
         implementation = "remote-code" if self.options.trust_remote_code else "qbench"
@@ -286,6 +319,8 @@ class Owl2Levels(LevelScorer):
 
     def close(self) -> None:
         self.network = None
+        if self.pixel_pool:
+            self.pixel_pool.shutdown()
         free_gpu_cache()
 
 

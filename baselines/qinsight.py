@@ -28,8 +28,9 @@ Options (`--model-arg key=value`):
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 from PIL import Image
@@ -38,9 +39,10 @@ from qbench import Model, ModelConfig, Prediction, Sample, register_model
 from qbench.backends.answers import predictions_from_answers
 from qbench.backends.decoding import (CheckpointDefaults, Decoding, DecodingPreset,
                                       checkpoint_defaults, choose_decoding)
-from qbench.backends.vlm import (Generator, LoadSettings, TransformersGenerator, VLLMGenerator,
-                                 VLLMSettings, chat_prompt, load_hf_vlm, load_processor,
-                                 require_model_dir, resolve_device, resolve_dtype)
+from qbench.backends.vlm import (Generation, Generator, LoadSettings, TransformersGenerator,
+                                 VLLMGenerator, VLLMSettings, chat_prompt, load_hf_vlm,
+                                 load_processor, prepare_generation, require_model_dir,
+                                 resolve_device, resolve_dtype)
 from qbench.fetch import weights_source
 from qbench.model import Timer
 from qbench.protocol import build_messages
@@ -151,12 +153,22 @@ class QInsight(Model):
             self._prompts[kind] = chat_prompt(self.generator.processor, self.messages(kind))
         return self._prompts[kind]
 
+    def prepare(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
+                ) -> Callable[[], list[Prediction]]:
+        with Timer() as timer:
+            generation = prepare_generation(self.generator, [self.prompt(s.kind) for s in samples],
+                                            images)
+        return partial(self._predictions, samples, generation, timer.seconds)
+
     def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
                 ) -> list[Prediction]:
+        return self.prepare(samples, images)()
+
+    def _predictions(self, samples: Sequence[Sample], generation: Generation,
+                     prepared_s: float) -> list[Prediction]:
         with Timer() as timer:
-            answers = self.generator.generate([self.prompt(s.kind) for s in samples], images,
-                                              self.decoding, self.seed)
-        return predictions_from_answers(samples, answers, timer.seconds)
+            answers = generation(self.decoding, self.seed)
+        return predictions_from_answers(samples, answers, prepared_s + timer.seconds)
 
     def settings(self) -> dict[str, Any]:
         # Options that change speed only (device_map, vLLM memory) stay out of the run id. The

@@ -5,6 +5,13 @@ all from one run.
 
     OMP_NUM_THREADS=1 python benchmarks/adapter_throughput.py [--device cpu|cuda]
         [--samples 64] [--max-new-tokens 16] [--batches 1 8 32] [--repeats 3] [--profile]
+    OMP_NUM_THREADS=1 python benchmarks/adapter_throughput.py --efficiency [--samples 512]
+        [--repeats 5] [--efficiency-batch 32]
+
+`--efficiency` measures only the level-token efficiency ratio (benchmarks/efficiency.py):
+samples/s through `qwen-vl-levels` with images in and scores out, inputs built ahead as the
+runner builds them, divided by samples/s of the bare forward pass on prebuilt inputs, at batch
+32, best of interleaved passes. It prints `level-token efficiency ratio: X`.
 
 `--profile` also splits level-token scoring into stages, milliseconds per sample at each batch
 size: building the inputs through one processor call for the whole batch (how qbench did it
@@ -24,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from efficiency import level_token_efficiency
 from PIL import Image
 from skimage import data
 
@@ -135,23 +143,38 @@ def profile_levels(model, images, batches: list[int], repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--samples", type=int,
+                        help="images per pass (default 64; 512 with --efficiency)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="passes per measurement; the fastest counts")
+    parser.add_argument("--repeats", type=int,
+                        help="passes per measurement; the fastest counts (default 3; 5 with "
+                             "--efficiency)")
     parser.add_argument("--profile", action="store_true",
                         help="also split level-token scoring into stages")
+    parser.add_argument("--efficiency", action="store_true",
+                        help="only the level-token efficiency ratio (adapter / bare forward)")
+    parser.add_argument("--efficiency-batch", type=int, default=32)
     args = parser.parse_args()
+    samples_n = args.samples or (512 if args.efficiency else 64)
+    repeats = args.repeats or (5 if args.efficiency else 3)
 
     import torch
-    print(f"device={args.device} torch_threads={torch.get_num_threads()} samples={args.samples} "
+    print(f"device={args.device} torch_threads={torch.get_num_threads()} samples={samples_n} "
           f"max_new_tokens={args.max_new_tokens}")
-    images = photographs(args.samples)
+    images = photographs(samples_n)
     samples = [Sample(id=str(i), task="bench", kind="score", images=("x.png",))
-               for i in range(args.samples)]
+               for i in range(samples_n)]
     with tempfile.TemporaryDirectory() as folder:
         path = build_tiny_qwen2_5_vl(Path(folder) / "tiny")
+        if args.efficiency:
+            levels = create_model("qwen-vl-levels", ModelConfig(model_path=path,
+                                                                device=args.device))
+            sync = torch.cuda.synchronize if args.device.startswith("cuda") else lambda: None
+            result = level_token_efficiency(levels, images, args.efficiency_batch, repeats, sync)
+            print("\n".join(result.lines()))
+            levels.close()
+            return
         adapters = {
             "generation (qinsight)": create_model("qinsight", ModelConfig(
                 model_path=path, device=args.device,
@@ -162,14 +185,14 @@ def main() -> None:
         first = args.batches[0]
         print(f"{'adapter':<32}{'batch':>6}{'samples/s':>12}")
         for label, model in adapters.items():
-            rates = [samples_per_second(model, samples, images, b, args.repeats)
+            rates = [samples_per_second(model, samples, images, b, repeats)
                      for b in args.batches]
             for batch, rate in zip(args.batches, rates):
                 print(f"{label:<32}{batch:>6}{rate:>12.1f}   ratio {rate / rates[0]:.2f} "
                       f"vs batch {first}")
         if args.profile:
             profile_levels(adapters["level tokens (qwen-vl-levels)"], images, args.batches,
-                           args.repeats)
+                           repeats)
         for model in adapters.values():
             model.close()
 

@@ -1,22 +1,31 @@
 """Q-Insight-sized throughput on one GPU, prepared to the minute: the Qwen2.5-VL-7B architecture
 with random bf16 weights built directly on the GPU (its config.json written out, nothing
 downloaded), run through qbench's own adapters end to end on synthetic 1024x768 images
-(KonIQ's size) with a fixed number of generated tokens:
+(KonIQ's size) with a fixed number of generated tokens. Every configuration goes through the
+runner's path: each batch's inputs built on a worker thread while the batch before it runs
+(qbench.images.prepare_ahead), pinned and copied without blocking.
 
   transformers, batch 1        the released demos' way: one image per `generate` (demo sampling)
   transformers, batch B1, B2   batched left-padded generation at two sizes
-  level tokens, batch 1, BL    `qwen-vl-levels`: one forward pass per batch
+  level tokens, batch 1        `qwen-vl-levels`: one forward pass per image
+  level-token efficiency       `qwen-vl-levels` at batch BL, images in and scores out, against
+                               the bare forward pass on inputs built beforehand on the GPU
+                               (benchmarks/efficiency.py); its adapter rate is the
+                               `level tokens, batch BL` row
   vLLM                         `qinsight` with backend=vllm when vLLM is importable (dummy
                                weights from the same config.json); one line saying so when not
 
-Each configuration runs on a subset sized to fit its share of --budget-s (at least one batch):
-batch 1 at 256 tokens is seconds per image, so a handful; batched, a few hundred. Printed per
-configuration: images/s, generated tokens/s, peak GPU memory and the projected time for KonIQ's
-2,010 test images; then lines with `ratio`: batched generation and vLLM against transformers
-at batch 1, level tokens at batch BL against batch 1. Random weights emit nonsense:
-answers are unparsed, which costs nothing here; speed is all that is measured.
+Each generation configuration runs on a subset sized to fit its share of --budget-s (at least
+one batch); the efficiency measurement runs a fixed --efficiency-images at batch BL, best of 2
+interleaved passes, and prints the CPU time of building inputs alone (what the worker thread
+must keep up with; torch's CPU threads, printed first, set it). Printed per configuration:
+images/s, generated tokens/s, peak GPU memory and the projected time for KonIQ's 2,010 test
+images; then lines with `ratio`: batched generation and vLLM against transformers at batch 1,
+level tokens at batch BL against batch 1; then `level-token efficiency ratio: X`. Random
+weights emit nonsense: answers are unparsed, which costs nothing here; speed is all that is
+measured.
 
-    python benchmarks/gpu_throughput.py                 # one H100/H200: about 7 minutes in all
+    python benchmarks/gpu_throughput.py                 # one H100/H200: about 3 minutes in all
     OMP_NUM_THREADS=1 python benchmarks/gpu_throughput.py --dry-run   # same code, tiny model, CPU
 
 Needs torch, transformers >= 4.56 and qbench's core only (no datasets, TRL, pyiqa or vLLM):
@@ -84,29 +93,31 @@ class Plan:
     batch_sizes: tuple[int, int]  # transformers, batched
     batched_images: int
     level_batch: int
-    level_images: int
+    efficiency_images: int        # level tokens at level_batch: adapter against bare forward
     vllm_images: int
-    budget_s: float               # for all configurations together, model build excluded
+    budget_s: float               # generation and level tokens at batch 1, model build excluded
     attn_implementation: str = "sdpa"
 
 
 def gpu_plan() -> Plan:
+    # 160 images at batch 32 on a 7B model: some 7 s per pass; generation within 80 s
     return Plan(device="cuda", dtype="bfloat16", text=QWEN2_5_VL_7B_TEXT,
-                vision=QWEN2_5_VL_7B_VISION, max_pixels=QWEN2_5_VL_MAX_PIXELS, new_tokens=256,
+                vision=QWEN2_5_VL_7B_VISION, max_pixels=QWEN2_5_VL_MAX_PIXELS, new_tokens=128,
                 single_images=4, batch_sizes=(16, 64), batched_images=192, level_batch=32,
-                level_images=256, vllm_images=256, budget_s=330)
+                efficiency_images=160, vllm_images=256, budget_s=80)
 
 
 def dry_run_plan() -> Plan:
     from qbench.tiny import MAX_PIXELS, TINY_TEXT, TINY_VISION
     return Plan(device="cpu", dtype="float32", text=TINY_TEXT, vision=TINY_VISION,
                 max_pixels=MAX_PIXELS, new_tokens=8, single_images=2, batch_sizes=(2, 4),
-                batched_images=8, level_batch=4, level_images=8, vllm_images=8, budget_s=60)
+                batched_images=8, level_batch=4, efficiency_images=8, vllm_images=8,
+                budget_s=60)
 
 
 # Shares of the budget; what a configuration leaves unused is not handed on.
-SHARES = {"single": 0.21, "batched_small": 0.21, "batched_large": 0.25, "levels_single": 0.03,
-          "levels": 0.08, "vllm": 0.22}
+SHARES = {"single": 0.25, "batched_small": 0.25, "batched_large": 0.4, "levels_single": 0.1}
+EFFICIENCY_PASSES = 2
 
 
 @dataclass
@@ -197,26 +208,31 @@ def reset_peak(device: str) -> None:
 
 def measure(label: str, model, images, batch: int, budget_s: float, device: str,
             tokens: TokenCount | None) -> Measured:
-    """Whole batches through `model.predict` until `images` are done or `budget_s` is spent."""
+    """Whole batches through the model as the runner feeds it (each batch's inputs prepared
+    on a worker thread while the batch before it runs) until `images` are done or `budget_s`
+    is spent."""
     from qbench import Sample
+    from qbench.images import LoadedBatch, prepare_ahead
     result = Measured(label)
     reset_peak(device)
     before = tokens.tokens if tokens else 0
-    start = time.perf_counter()
+    batches = []
     for i in range(0, len(images), batch):
-        chunk = images[i:i + batch]
-        samples = [Sample(id=f"{label}-{i + j}", task="bench", kind="score", images=("x",))
-                   for j in range(len(chunk))]
-        predictions = model.predict(samples, chunk)
+        chunk = [list(x) for x in images[i:i + batch]]
+        batches.append(LoadedBatch([Sample(id=f"{label}-{i + j}", task="bench", kind="score",
+                                           images=("x",)) for j in range(len(chunk))],
+                                   chunk, {}))
+    start = time.perf_counter()
+    for loaded in prepare_ahead(batches, model.prepare):
+        assert loaded.prepared is not None
+        predictions = loaded.prepared.result()()
         if any(p.status == "model_error" for p in predictions):
             raise SystemExit(f"{label}: {predictions[0].error}")
-        result.images += len(chunk)
-        if time.perf_counter() - start > budget_s:
-            break
-    if device.startswith("cuda"):
-        import torch
-        torch.cuda.synchronize()
-    result.seconds = time.perf_counter() - start
+        result.images += len(predictions)
+        # answers are on the host: the device is done with this batch
+        result.seconds = time.perf_counter() - start
+        if result.seconds > budget_s:
+            break   # (the next batch's prepare is left to finish, untimed)
     result.tokens = (tokens.tokens - before) if tokens else 0
     result.peak_gb = peak_memory_gb(device)
     return result
@@ -283,13 +299,18 @@ def main() -> None:
                         help="the same code on the tiny model, on the CPU, in seconds")
     parser.add_argument("--budget-s", type=float, help="override the plan's time budget")
     parser.add_argument("--new-tokens", type=int, help="override the generated tokens")
+    parser.add_argument("--efficiency-images", type=int,
+                        help="override the images of the efficiency measurement")
     parser.add_argument("--attn-implementation", default="sdpa",
                         help="e.g. flash_attention_2 where flash-attn is installed: its "
                              "variable-length kernel runs the vision tower's window attention "
                              "in one call instead of one call per window")
     args = parser.parse_args()
     import_qbench_from_checkout()
+    sys.path.insert(0, str(ROOT / "benchmarks"))   # efficiency.py, run as a script or not
     import torch
+    from efficiency import level_token_efficiency
+
     from qbench import ModelConfig
     from qbench.backends.vlm import TransformersGenerator
     from qbench.baselines.qalign import HFVisionLevels
@@ -298,13 +319,14 @@ def main() -> None:
     plan = dry_run_plan() if args.dry_run else gpu_plan()
     plan = replace(plan, budget_s=args.budget_s or plan.budget_s,
                    new_tokens=args.new_tokens or plan.new_tokens,
+                   efficiency_images=args.efficiency_images or plan.efficiency_images,
                    attn_implementation=args.attn_implementation)
     if plan.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run with --dry-run on a CPU")
     device_name = torch.cuda.get_device_name() if plan.device == "cuda" else "CPU"
     print(f"{device_name}; torch {torch.__version__}; {plan.dtype}; "
           f"{plan.attn_implementation}; {plan.new_tokens} new tokens per image; "
-          f"budget {plan.budget_s:.0f} s")
+          f"budget {plan.budget_s:.0f} s; {torch.get_num_threads()} CPU threads for torch")
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "qwen2_5_vl"
@@ -312,7 +334,8 @@ def main() -> None:
         network, processor = build_model(plan, folder)
         params = sum(p.numel() for p in network.parameters())
         print(f"built {params / 1e6:,.1f} M parameters on {plan.device} in "
-              f"{time.perf_counter() - started:.0f} s")
+              f"{time.perf_counter() - started:.0f} s; image processor "
+              f"{type(processor.image_processor).__name__}")
 
         tokens = TokenCount(network, processor.tokenizer.pad_token_id)
         generator = TransformersGenerator(network, processor)
@@ -339,21 +362,32 @@ def main() -> None:
                     SHARES["batched_large"] * budget, plan.device, tokens),
             measure("level tokens, batch 1", levels, synthetic_images(plan.level_batch), 1,
                     SHARES["levels_single"] * budget, plan.device, None),
-            measure(f"level tokens, batch {plan.level_batch}", levels,
-                    synthetic_images(plan.level_images), plan.level_batch,
-                    SHARES["levels"] * budget, plan.device, None),
         ]
+        efficiency = level_token_efficiency(
+            levels, synthetic_images(plan.efficiency_images), plan.level_batch,
+            EFFICIENCY_PASSES, lambda: synchronize(plan.device))
+        # its best pass; no peak memory: the bare forward's prebuilt inputs share the device
+        rows.append(Measured(f"level tokens, batch {plan.level_batch}",
+                             images=efficiency.samples,
+                             seconds=efficiency.samples / efficiency.adapter))
         generating.close()
         levels.close()
         del network, generator, generating, levels
         vllm_row = run_vllm(plan, folder, synthetic_images(plan.vllm_images),
-                            SHARES["vllm"] * budget)
+                            SHARES["batched_large"] * budget)
         single = "transformers, batch 1"
         pairs = [(f"transformers, batch {small}", single), (f"transformers, batch {large}", single),
                  (f"level tokens, batch {plan.level_batch}", "level tokens, batch 1"),
                  ("vLLM, all images at once", single)]
         report(rows + ([vllm_row] if vllm_row else []), pairs)
+        print("\n".join(efficiency.lines()))
         print(f"total {time.perf_counter() - started:.0f} s")
+
+
+def synchronize(device: str) -> None:
+    import torch
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""Image decoding, kept off the model's critical path: a thread pool decodes the next batches
-while the model works on the current one (PIL releases the GIL while it decodes).
+"""Image decoding and input building, kept off the model's critical path: a thread pool decodes
+the next batches while the model works on the current one (PIL releases the GIL while it
+decodes), and a worker thread runs the model's `prepare` (its CPU-side input building) for the
+next batch while the current one is predicted.
 
 Every image reaches a model as 8-bit RGB: high-bit-depth greyscale is scaled down, not clipped
 (PIL's own conversion turns a 16-bit gradient white). An image larger than `max_pixels` is an
@@ -8,16 +10,19 @@ costs one counted sample and never the machine's memory.
 """
 from __future__ import annotations
 
+import os
+import stat
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
 
-from .records import Sample
+from .records import Prediction, Sample
 
 # qbench enforces its own limit (below) before decoding; PIL's bomb check would refuse a
 # deliberately raised --max-pixels at open time.
@@ -62,29 +67,55 @@ def downscale_short_side(image: Image.Image, short_side: int) -> Image.Image:
     return image.resize(size, Image.Resampling.BICUBIC)
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+               (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+               (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    return next((kind for test, kind in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def open_regular_file(path: str) -> BinaryIO:
+    """`path` (after symbolic links) opened for reading when it is a regular file, else an
+    ImageError saying what it is. The open does not block, so a FIFO that nothing writes to
+    costs an error, not a hang; the check is on the opened file, so nothing can be swapped in
+    between."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise ImageError(f"image not found: {path}") from None
+    except OSError as exc:   # no permission; a socket cannot be opened at all
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        what = exc.strerror if stat.S_ISREG(mode) else f"it is {file_kind(mode)}"
+        raise ImageError(f"cannot open {path}: {what}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise ImageError(f"not an image file: {path} is {file_kind(mode)}")
+    return os.fdopen(fd, "rb")
+
+
 def load_image(path: str, *, max_pixels: int = DEFAULT_MAX_PIXELS,
                short_side: int | None = None) -> Image.Image:
     """Decode an image fully into 8-bit RGB (downscaled when the task's protocol says so), or
     raise ImageError naming the path and the cause."""
-    try:
-        # not `with`: closing an image frees its pixels; load() closes the file itself
-        im = Image.open(path)
-        width, height = im.size
-        if width * height > max_pixels:
-            im.close()
-            raise ImageError(f"image too large: {path} is {width}x{height} = "
-                             f"{width * height / 1e6:.1f} MP, over the limit of "
-                             f"{max_pixels / 1e6:g} MP (--max-pixels)")
+    with open_regular_file(path) as file:
         try:
+            # not `with`: closing an image frees its pixels; the file is closed above
+            im = Image.open(file)
+            width, height = im.size
+            if width * height > max_pixels:
+                raise ImageError(f"image too large: {path} is {width}x{height} = "
+                                 f"{width * height / 1e6:.1f} MP, over the limit of "
+                                 f"{max_pixels / 1e6:g} MP (--max-pixels)")
             im.load()
-        except BaseException:
-            im.close()
-            raise
-        image = to_rgb8(im)
-    except FileNotFoundError:
-        raise ImageError(f"image not found: {path}") from None
-    except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError) as exc:
-        raise ImageError(f"cannot decode {path}: {exc}") from None
+            image = to_rgb8(im)
+        except (OSError, ValueError, SyntaxError, TypeError, Image.DecompressionBombError) as exc:
+            raise ImageError(f"cannot decode {path}: {exc}") from None
     return downscale_short_side(image, short_side) if short_side else image
 
 
@@ -94,11 +125,18 @@ def load_sample_images(sample: Sample, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
             for p in sample.images]
 
 
+Finish = Callable[[], list[Prediction]]   # what Model.prepare returns: the rest of predict
+Prepare = Callable[[list[Sample], list[list[Image.Image]]], Finish]
+
+
 @dataclass
 class LoadedBatch:
     samples: list[Sample]
     images: list[list[Image.Image]]   # per sample, in the order of sample.images
     errors: dict[str, str]            # sample id -> why its images could not be loaded
+    # the model's prepare of `samples`, run ahead on a worker thread (prefetch_batches'
+    # `prepare`); its exception, if any, is raised by .result(), where predictions are made
+    prepared: Future[Finish] | None = None
 
 
 def _load_sample(sample: Sample, max_pixels: int) -> list[Image.Image] | str:
@@ -140,9 +178,37 @@ def pillow_block_cache(blocks: int) -> Iterator[None]:
 
 
 def prefetch_batches(samples: Sequence[Sample], batch_size: int, *, decode: bool = True,
-                     workers: int = 4, ahead: int = 2,
-                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[LoadedBatch]:
-    """Yield decoded batches in order, decoding up to `ahead` batches in advance."""
+                     workers: int = 4, ahead: int = 2, max_pixels: int = DEFAULT_MAX_PIXELS,
+                     prepare: Prepare | None = None) -> Iterator[LoadedBatch]:
+    """Yield decoded batches in order, decoding up to `ahead` batches in advance; with
+    `prepare` (a model's) and workers, each batch comes with `prepare` of its good samples
+    under way, started while the batch before it was being predicted (`prepare_ahead`)."""
+    loaded = _decoded(samples, batch_size, decode, workers, ahead, max_pixels)
+    if prepare is None or workers <= 0:
+        yield from loaded
+    else:
+        yield from prepare_ahead(loaded, prepare)
+
+
+def prepare_ahead(batches: Iterable[LoadedBatch], prepare: Prepare) -> Iterator[LoadedBatch]:
+    """The batches in order, each with `prepared` set: `prepare` of batch k+1 runs on a worker
+    thread while the caller predicts batch k. Never more than two batches' inputs exist at
+    once (the one predicted, the one prepared): a batch of large images holds several times
+    its pixels as float tensors."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="qbench-prepare") as worker:
+        held: LoadedBatch | None = None
+        for batch in batches:
+            if batch.samples:
+                batch.prepared = worker.submit(prepare, batch.samples, batch.images)
+            if held is not None:
+                yield held
+            held = batch
+        if held is not None:
+            yield held
+
+
+def _decoded(samples: Sequence[Sample], batch_size: int, decode: bool, workers: int,
+             ahead: int, max_pixels: int) -> Iterator[LoadedBatch]:
     batches = [list(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
     if not decode:
         for batch in batches:

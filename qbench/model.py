@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,6 +60,14 @@ class Model(ABC):
                 ) -> list[Prediction]:
         """One prediction per sample, in order; `images[i]` holds sample i's decoded images
         (empty lists when the model declares needs_images = False)."""
+
+    def prepare(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
+                ) -> Callable[[], list[Prediction]]:
+        """`predict` in two steps: the work that needs only the batch (building input tensors
+        on the CPU) is done here, the rest is returned as a call. The runner prepares batch k+1
+        on a worker thread while batch k's call runs, so that the device never waits for the
+        CPU; prepare must not touch what that call uses. Default: nothing is done ahead."""
+        return partial(self.predict, samples, images)
 
     def convention(self) -> ModelConvention:
         return ModelConvention(self.lower_better,

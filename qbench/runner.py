@@ -12,6 +12,7 @@ import hashlib
 import json
 import time
 import traceback
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +23,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from . import manifest as mf
-from .images import DEFAULT_MAX_PIXELS, prefetch_batches
+from .images import DEFAULT_MAX_PIXELS, Finish, prefetch_batches
 from .model import Model, ModelConfig, ModelError
 from .options import (fraction, model_args, names, option, paths, positive, task_args,
                       task_paths)
@@ -316,12 +317,15 @@ def failure_reason(stopped: str | None, lost: dict[str, int], usable: int, total
 
 
 def predict_batch(model: Model, batch: list[Sample], images: list, folder: RunFolder,
-                  task: str, budget: FailureBudget) -> list[dict[str, Any]]:
-    """The model's answers for one batch as prediction rows. An exception costs the batch's
+                  task: str, budget: FailureBudget,
+                  prepared: Future[Finish] | None = None) -> list[dict[str, Any]]:
+    """The model's answers for one batch as prediction rows (`prepared`: the model's prepare
+    of this batch, run ahead by prefetch_batches). An exception costs the batch's
     samples, recorded as model errors; its traceback goes to errors.log the first time, and
     whether a second try could succeed (a transient error) is kept with each row."""
     try:
-        predicted = model.predict(batch, images)
+        finish = prepared.result() if prepared is not None else model.prepare(batch, images)
+        predicted = finish()
         if len(predicted) != len(batch):
             raise ModelError(f"returned {len(predicted)} predictions for {len(batch)} samples")
         rows = [p.to_json() for p in predicted]
@@ -352,11 +356,13 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
     by_id = {s.id: s for s in todo}
     budget = FailureBudget(len(mine), config.max_failure_rate)
     for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
-                                  workers=config.workers, max_pixels=config.max_pixels):
+                                  workers=config.workers, max_pixels=config.max_pixels,
+                                  prepare=model.prepare):
         rows = [Prediction.failure(by_id[sid], "image_error", err).to_json()
                 for sid, err in batch.errors.items()]
         if batch.samples:
-            rows += predict_batch(model, batch.samples, batch.images, folder, task.name, budget)
+            rows += predict_batch(model, batch.samples, batch.images, folder, task.name, budget,
+                                  batch.prepared)
         log.write([row | {"truth": truth_of(by_id[row["sample_id"]], task.truth_meta)}
                    for row in rows])
         progress.advance(bar, len(rows))

@@ -6,6 +6,8 @@ model's text (a VLM's answer with its reasoning), written as CSV, Parquet or JSO
     scores.csv.qbench/        its work folder, a qbench.rundir folder:
       manifest.json             the model and settings that wrote the log (others are refused)
       predictions.jsonl         one record per image, flushed per batch: what a rerun resumes from
+                                (with the file's size and mtime when scored: a changed file is
+                                scored again)
       .lock, errors.log, predictions.rejected.jsonl   as in a run folder
 
 Images go through the run's machinery: batches decoded ahead in the prefetch pool
@@ -22,14 +24,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 
 from . import manifest as mf
-from .images import prefetch_batches
+from .images import file_kind, prefetch_batches
 from .model import Model, ModelConfig, ModelError
 from .options import add_options, from_args, option
 from .records import Prediction, Sample
@@ -121,8 +123,10 @@ class ImageList:
 
 def find_images(inputs: Sequence[Path]) -> ImageList:
     """The images of PATH arguments: an image file; a folder, searched recursively; a list file
-    (.txt, .lst, .list). A missing path, a folder without images or an empty list is a DataError.
-    Listed images are not opened here: a missing or corrupt one is a counted image error."""
+    (.txt, .lst, .list). A missing path, one that is not a regular file or folder (a FIFO, a
+    device), a folder without images or an empty list is a DataError. Listed images are not
+    opened here: a missing or corrupt one, or a FIFO under an image's name in a folder, is a
+    counted image error."""
     if not inputs:
         raise DataError("qbench score: give the images, folders or list files to score")
     found: list[str] = []
@@ -139,6 +143,9 @@ def find_images(inputs: Sequence[Path]) -> ImageList:
         elif path.is_file():
             found += (images_in_list(path) if path.suffix.lower() in LIST_SUFFIXES
                       else [os.path.abspath(path)])
+        elif path.exists():   # never opened: reading a FIFO would wait for a writer
+            raise DataError(f"{path} is {file_kind(path.stat().st_mode)}, not an image, folder "
+                            "or list file")
         else:
             raise DataError(f"no such image, folder or list file: {path}")
     unique = list(dict.fromkeys(found))
@@ -336,10 +343,30 @@ def manifest_for(folder: RunFolder, config: ScoreConfig, model: Model, output: P
         git_commit=mf.git_commit(), started=old.started if old else now())
 
 
-def scored_before(log: PredictionLog) -> set[str]:
-    """Images a rerun skips: the log's records less image errors (a file fixed or synced since
-    costs one decode to try again) and transient model errors (as a run retries them)."""
-    return {sid for sid in log.done(TASK) if log.rows[(TASK, sid)]["status"] != "image_error"}
+class FileState(TypedDict):
+    size: int
+    mtime_ns: int
+
+
+def file_state(path: str) -> FileState | None:
+    """What a record remembers of the image it scored (None: it could not be read)."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return {"size": info.st_size, "mtime_ns": info.st_mtime_ns}
+
+
+def scored_before(log: PredictionLog, samples: Sequence[Sample],
+                  state: Callable[[str], FileState | None]) -> tuple[set[str], int]:
+    """Images a rerun skips, and how many it scores again because their file changed since its
+    record was written (size or modification time; records of a log written before qbench
+    kept them count as unchanged). Image errors (a file fixed or synced since costs one decode
+    to try again) and transient model errors (as a run retries them) are never skipped."""
+    done = {sid for sid in log.done(TASK) if log.rows[(TASK, sid)]["status"] != "image_error"}
+    changed = {s.id for s in samples if s.id in done
+               and log.rows[(TASK, s.id)].get("file", state(s.images[0])) != state(s.images[0])}
+    return done - changed, len(changed)
 
 
 def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folder: RunFolder,
@@ -354,21 +381,36 @@ def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folde
     log = folder.open_log() if ranks.main else folder.rank_log(ranks.rank)
     mine = part(samples, ranks.rank, ranks.world)
     budget = FailureBudget(len(mine), config.max_failure_rate)
+    states: dict[str, FileState | None] = {}
+
+    def state(path: str) -> FileState | None:
+        if path not in states:
+            states[path] = file_state(path)
+        return states[path]
     try:
-        done = scored_before(log)   # every rank's log knows rank 0's records
+        # every rank's log knows rank 0's records
+        done, changed = scored_before(log, samples, state)
+        if changed and ranks.main:
+            opened.append(f"{changed} image(s) changed since they were scored (file size or "
+                          "modification time): scored again")
         resumed = sum(1 for s in samples if s.id in done)
         todo = [s for s in mine if s.id not in done]
         by_id = {s.id: s for s in todo}
+        for sample in todo:   # taken before decoding: a file changed later is scored again
+            state(sample.images[0])
         with progress_bars(console, config.progress and ranks.main) as progress:
             bar = progress.add_task(f"{'images':<18}", total=len(mine),
                                     completed=len(mine) - len(todo))
             for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
-                                          workers=config.workers, max_pixels=config.max_pixels):
+                                          workers=config.workers, max_pixels=config.max_pixels,
+                                          prepare=model.prepare):
                 rows = [Prediction.failure(by_id[sid], "image_error", error).to_json()
                         for sid, error in batch.errors.items()]
                 if batch.samples:
-                    rows += predict_batch(model, batch.samples, batch.images, folder, TASK, budget)
-                log.write(rows)
+                    rows += predict_batch(model, batch.samples, batch.images, folder, TASK, budget,
+                                          batch.prepared)
+                log.write([row | {"file": state(by_id[row["sample_id"]].images[0])}
+                           for row in rows])
                 progress.advance(bar, len(rows))
                 if budget.exceeded:
                     break

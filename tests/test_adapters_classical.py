@@ -32,6 +32,7 @@ def score_samples(n: int) -> list[Sample]:
     return [Sample(id=f"s{i}", task="t", kind="score", images=("x.png",)) for i in range(n)]
 
 
+@pytest.mark.slow
 def test_pyiqa_piqe_matches_pyiqa_and_keeps_its_direction():
     import pyiqa
     model = create_model("pyiqa:piqe", ModelConfig(device="cpu"))
@@ -44,6 +45,7 @@ def test_pyiqa_piqe_matches_pyiqa_and_keeps_its_direction():
     assert noisy.score > clean.score  # PIQE grows with distortion
 
 
+@pytest.mark.slow
 def test_full_reference_metric_answers_comparisons():
     model = create_model("pyiqa:psnr", ModelConfig(device="cpu"))
     assert model.kinds == {"comparison"} and model.lower_better is False
@@ -76,6 +78,7 @@ def test_bad_metric_names_and_options_are_model_errors(name, options, message):
         create_model(name, ModelConfig(device="cpu", options=options))
 
 
+@pytest.mark.slow
 def test_brisque_tracks_noise_and_runs_through_the_runner(tmp_path):
     model = create_model("brisque", ModelConfig())
     clean, noisy = model.predict(score_samples(2), [[photo()], [photo(noise=30)]])
@@ -153,6 +156,7 @@ time.sleep(600)
 """
 
 
+@pytest.mark.slow
 def test_replicas_exit_when_their_parent_is_killed():
     parent = subprocess.Popen([sys.executable, "-c", REPLICA_PARENT], stdout=subprocess.PIPE,
                               text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})

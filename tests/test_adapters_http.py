@@ -324,6 +324,7 @@ def test_unreachable_endpoint_and_bad_options():
         create_model("openai:m", ModelConfig(options={"timeout_s": 0}))
 
 
+@pytest.mark.slow
 def test_run_writes_predictions_and_keeps_the_key_out_of_the_manifest(serve, tmp_path,
                                                                       monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-never-written")

@@ -1,5 +1,7 @@
 """Level-token scoring: `qwen-vl-levels` on the tiny Qwen2.5-VL equals a softmax computed by
-hand from the model's logits. (`qalign` / `deqa-score`, on mPLUG-Owl2: test_adapters_owl2.py.)"""
+hand from the model's logits. (`qalign` / `deqa-score`, on mPLUG-Owl2: test_adapters_owl2.py.)
+Inputs built ahead on the runner's worker thread give exactly the scores (and, for generation,
+the texts) of building them in line."""
 from __future__ import annotations
 
 import math
@@ -11,8 +13,9 @@ import torch
 from PIL import Image
 
 from qbench import ModelConfig, ModelError, Sample, create_model
-from qbench.backends.vlm import level_token_ids
+from qbench.backends.vlm import expected_level, level_token_ids
 from qbench.baselines.qalign import LEVEL_ANSWER_PREFIX, LEVEL_QUESTION, LEVEL_WORDS
+from qbench.images import load_image, prefetch_batches
 from qbench.tiny import build_tiny_qwen2_5_vl
 
 torch.set_num_threads(1)
@@ -65,3 +68,74 @@ def test_level_words_must_start_with_distinct_tokens(tiny):
     assert len(set(ids)) == 5
     with pytest.raises(ModelError, match="distinct tokens"):
         level_token_ids(tokenizer, LEVEL_ANSWER_PREFIX, ("good", "goodness"))
+
+
+def image_files(folder: Path, sizes, seed=0) -> list[Sample]:
+    folder.mkdir()
+    out = []
+    for i, (imgs,) in enumerate(photos(sizes, seed)):
+        imgs.save(folder / f"{i}.png")
+        out.append(Sample(id=f"s{i}", task="t", kind="score", images=(str(folder / f"{i}.png"),)))
+    return out
+
+
+def through_the_runner(model, samples_: list[Sample], batch: int) -> list:
+    """Predictions as `qbench run` makes them: decoded in the prefetch pool, each batch's
+    inputs built by prepare on the worker thread while the batch before it runs."""
+    out = []
+    for loaded in prefetch_batches(samples_, batch, workers=2, prepare=model.prepare):
+        assert loaded.prepared is not None and not loaded.errors
+        out += loaded.prepared.result()()
+    return out
+
+
+def test_scores_built_ahead_equal_todays_exactly(tiny, tmp_path):
+    """The runner's path (inputs built ahead on another thread) gives bit for bit the scores of
+    the forward pass on one processor call for the whole batch, which is how qbench built
+    inputs before InputBuilder and prepare."""
+    model = create_model("qwen-vl-levels", ModelConfig(model_path=tiny, device="cpu"))
+    sizes = [(56, 56), (112, 140), (84, 84), (140, 112), (56, 84), (112, 112), (70, 98)]
+    files = image_files(tmp_path / "photos", sizes, seed=7)
+    ahead = through_the_runner(model, files, batch=3)
+    decoded = [[load_image(s.images[0])] for s in files]
+    expected = []
+    for i in range(0, len(files), 3):
+        inputs = model.processor(text=[model.prompt] * len(decoded[i:i + 3]),
+                                 images=decoded[i:i + 3], padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = model.network(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1]
+        expected += expected_level(logits[:, model.token_ids], (5, 4, 3, 2, 1))[0].tolist()
+        assert [p.score for p in model.predict(files[i:i + 3], decoded[i:i + 3])] == \
+            expected[i:]
+    assert [p.score for p in ahead] == expected
+    assert all(p.ok and p.latency_s > 0 for p in ahead)
+
+
+def test_generation_built_ahead_equals_predict_exactly(tiny, tmp_path):
+    """Sampled generation through the runner's path: the same texts as `predict` batch by
+    batch (the seed is set where generate runs, never disturbed by the preparing thread)."""
+    model = create_model("qinsight", ModelConfig(model_path=tiny, device="cpu",
+                                                 options={"max_new_tokens": 6}))
+    assert model.decoding.do_sample
+    files = image_files(tmp_path / "photos", [(56, 56), (84, 112), (112, 112), (56, 84),
+                                              (98, 70)], seed=3)
+    ahead = [p.text for p in through_the_runner(model, files, batch=2)]
+    decoded = [[load_image(s.images[0])] for s in files]
+    alone = [p.text for i in range(0, len(files), 2)
+             for p in model.predict(files[i:i + 2], decoded[i:i + 2])]
+    assert ahead == alone and all(isinstance(t, str) for t in ahead)
+
+
+def test_owl2_pixels_shared_among_the_workers_equal_one_thread(tmp_path):
+    """qalign prepares a batch's pixels on --workers threads: the same tensor, the same scores,
+    as one thread."""
+    from qbench.baselines import mplug_owl2
+    folder = mplug_owl2.write_tiny_checkpoint(tmp_path / "owl2")
+    one = create_model("qalign", ModelConfig(model_path=folder, device="cpu", workers=1))
+    shared = create_model("qalign", ModelConfig(model_path=folder, device="cpu", workers=3))
+    assert one.pixel_pool is None and shared.pixel_pool is not None
+    batch = photos([(40, 60), (64, 64), (90, 30), (50, 50), (33, 77)], seed=5)
+    assert torch.equal(shared.level_inputs(batch), one.level_inputs(batch))
+    assert [p.score for p in shared.predict(samples(5), batch)] == \
+        [p.score for p in one.predict(samples(5), batch)]
+    shared.close()

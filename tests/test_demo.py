@@ -33,6 +33,7 @@ def test_fit_photos_are_disjoint_from_test_photos():
     assert all(synthetic.bundled_photo(*p).exists() for p in synthetic.FIT_PHOTOS + synthetic.TEST_PHOTOS)
 
 
+@pytest.mark.slow
 def test_default_run_is_the_demo_and_beats_chance(tmp_path, capsys):
     assert main(["run", "--output", str(tmp_path), "--no-progress"]) == 0
     out = capsys.readouterr().out

@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PLUGIN = Path(__file__).with_name("rt_plugin.py")
+
+pytestmark = pytest.mark.slow   # launcher subprocesses
 TASKS = "rt-score,rt-degradation,rt-comparison"
 
 

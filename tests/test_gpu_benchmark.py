@@ -9,8 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_throughput.py"
 ABSENT_ON_THE_GPU_MACHINE = ("datasets", "trl", "pyiqa", "vllm")
+
+pytestmark = pytest.mark.slow   # a subprocess building a model
 
 
 def test_dry_run_measures_every_configuration_without_optional_packages():
@@ -33,3 +37,10 @@ def test_dry_run_measures_every_configuration_without_optional_packages():
     ratios = [line for line in out.splitlines() if line.startswith("ratio ")]
     assert len(ratios) == 3 and all(re.search(r": \d+\.\d\d \(images/s\)$", r) for r in ratios)
     assert "KonIQ 2010 images" in out
+    # the efficiency measurement: both adapter paths give the same scores, and the ratio is
+    # the adapter's rate over the bare forward's, as printed
+    assert "scores of both adapter paths equal: yes" in out
+    bare = float(re.search(r"bare forward on prebuilt inputs\s+([\d.]+) samples/s", out)[1])
+    ahead = float(re.search(r"inputs built ahead \(runner\)\s+([\d.]+) samples/s", out)[1])
+    ratio = float(re.search(r"^level-token efficiency ratio: (\d+\.\d{3})$", out, re.M)[1])
+    assert ratio == pytest.approx(ahead / bare, abs=2e-3)

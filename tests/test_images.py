@@ -4,6 +4,8 @@ task's resizing protocol is applied and recorded."""
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import openpyxl
@@ -116,3 +118,110 @@ def test_decoding_reuses_pixel_memory_only_while_batches_are_in_flight(tmp_path,
     assert seen == [0, 1, 2, 3, 4]
     assert min(during) >= (2 if workers == 0 else 4) * 2 > before
     assert Image.core.get_blocks_max() == before
+
+
+def _finishes(call, seconds: float = 30.0):
+    """call() run on a daemon thread: its result, or a failure if it has not returned in
+    `seconds` (a blocking open would hang the test, not fail it)."""
+    import threading
+    out: dict = {}
+
+    def target():
+        try:
+            out["value"] = call()
+        except BaseException as exc:   # handed to the test
+            out["error"] = exc
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "blocked: the call did not return"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_or_a_device_under_an_image_name_is_an_error_not_a_hang(tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)   # nothing ever writes to it: a plain open() would wait forever
+    with pytest.raises(ImageError, match=r"not an image file: .*pipe\.png is a FIFO"):
+        _finishes(lambda: load_image(str(fifo)))
+    with pytest.raises(ImageError, match="is a character device"):
+        load_image(os.devnull)
+    with pytest.raises(ImageError, match="is a folder"):
+        load_image(str(tmp_path))
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8), (9, 0, 0)).save(good)
+    link = tmp_path / "link.png"
+    link.symlink_to(fifo)   # the check is on the file opened, after links
+    samples = [Sample(id=name, task="t", kind="score", images=(str(path),))
+               for name, path in (("fifo", fifo), ("good", good), ("link", link))]
+    batches = _finishes(lambda: list(prefetch_batches(samples, 3, workers=2)))
+    assert [s.id for s in batches[0].samples] == ["good"]
+    assert sorted(batches[0].errors) == ["fifo", "link"]
+    assert all("is a FIFO" in error for error in batches[0].errors.values())
+
+
+def test_prepare_runs_one_batch_ahead_on_a_worker_thread_and_keeps_its_errors(tmp_path):
+    """Each batch arrives with the model's prepare under way: batch k+1's was started before
+    batch k was handed over, on another thread, never more than one batch ahead; a prepare
+    that raises hands its exception to whoever takes the result."""
+    import threading
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(paths[-1])
+    samples = [Sample(id=str(i), task="t", kind="score", images=(str(p),))
+               for i, p in enumerate(paths)]
+    events: list[tuple[str, int]] = []
+    threads = set()
+
+    def prepare(batch, images):
+        first = int(batch[0].id)
+        threads.add(threading.get_ident())
+        events.append(("prepared", first))
+        if first == 4:
+            raise ValueError("cannot build inputs")
+        return lambda: [int(np.asarray(im[0])[0, 0, 0]) for im in images]
+
+    seen = []
+    for batch in prefetch_batches(samples, 2, workers=2, prepare=prepare):
+        first = int(batch.samples[0].id)
+        assert batch.prepared is not None
+        if first == 4:
+            with pytest.raises(ValueError, match="cannot build inputs"):
+                batch.prepared.result()
+        else:
+            seen += batch.prepared.result()()
+        if first + 2 < 7:   # the next batch's prepare was started before this one came
+            deadline = time.time() + 30
+            while ("prepared", first + 2) not in events:
+                assert time.time() < deadline, "the next batch was not prepared ahead"
+                time.sleep(0.01)
+        assert ("prepared", first + 4) not in events   # and only the next one
+        events.append(("predicted", first))
+    assert seen == [0, 1, 2, 3, 6]
+    assert threading.get_ident() not in threads
+    # without workers, nothing runs ahead: the caller prepares in line
+    assert all(b.prepared is None for b in prefetch_batches(samples, 2, workers=0,
+                                                             prepare=prepare))
+
+
+def test_a_socket_or_an_unreadable_file_is_an_error_saying_which(tmp_path, monkeypatch):
+    import socket
+    where = tmp_path / "sock.png"
+    server = socket.socket(socket.AF_UNIX)
+    try:
+        server.bind(str(where))
+        with pytest.raises(ImageError, match=r"cannot open .*sock\.png: it is a socket"):
+            load_image(str(where))
+    finally:
+        server.close()
+    locked = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(locked)
+
+    def refused(path, flags):   # as open(2) answers a file without read permission (not root)
+        raise PermissionError(13, "Permission denied", path)
+    monkeypatch.setattr("qbench.images.os.open", refused)
+    with pytest.raises(ImageError, match=r"cannot open .*locked\.png: Permission denied$"):
+        load_image(str(locked))

@@ -8,7 +8,11 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow   # builds a wheel and a virtualenv
 
 
 def test_wheel_installs_into_a_fresh_venv_and_lists(tmp_path):

@@ -40,6 +40,7 @@ def koniq_folder(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_real_koniq_sets_file_gives_the_published_splits(tmp_path):
     folder = koniq_folder(tmp_path)
     task = get_task("koniq")
@@ -242,6 +243,7 @@ def test_precomputed_refuses_two_answers_for_one_image(tmp_path):
         create_model("precomputed", ModelConfig(model_path=path))
 
 
+@pytest.mark.slow
 def test_train_check_reads_the_7058_training_images_of_the_real_sets_file(tmp_path, capsys):
     """`qbench train --check` on the released sets file: KonIQ's 7,058 training images, no
     problem reported (the defect: 3 images, "config and data ok")."""

@@ -116,6 +116,7 @@ class ImageCollector(HTMLParser):
                 self.links.append(attrs[name])
 
 
+@pytest.mark.slow
 def test_report_html_is_self_contained_with_valid_embedded_pngs(good_run, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(good_run), "--output", str(out), "--resamples", "200"]) == 0
@@ -139,6 +140,7 @@ def test_report_html_is_self_contained_with_valid_embedded_pngs(good_run, tmp_pa
     assert len(pictures) == 2 and all((out / p).is_file() for p in pictures)
 
 
+@pytest.mark.slow
 def test_report_leaderboard_has_intervals_failures_and_transcripts(good_run, tmp_path):
     out = tmp_path / "report"
     assert main(["report", str(good_run), "--output", str(out), "--resamples", "200"]) == 0
@@ -173,6 +175,7 @@ def test_an_edited_metrics_entry_is_left_out_of_the_report_with_a_note(good_run)
     assert {r[2] for r in report.leaderboard.rows} == {"report-degradation"}
 
 
+@pytest.mark.slow
 def test_report_opens_with_the_paper_table_runs_beside_published_figures(good_run):
     figures = [PublishedFigure("Paper-Model", "report-score", metric, value, "koniq", convention,
                                "Some paper, Table 9")
@@ -196,6 +199,7 @@ def test_report_opens_with_the_paper_table_runs_beside_published_figures(good_ru
     assert 'class="published"' in render_html(report)
 
 
+@pytest.mark.slow
 def test_compare_finds_the_better_run_and_not_itself(tmp_path):
     good = scripted_run(tmp_path / "a", 0.1)
     poor = scripted_run(tmp_path / "b", 0.6)
@@ -211,6 +215,7 @@ def test_compare_finds_the_better_run_and_not_itself(tmp_path):
                for c in same)
 
 
+@pytest.mark.slow
 def test_compare_command_prints_table_and_writes_csv(tmp_path, capsys):
     good = scripted_run(tmp_path / "a", 0.1)
     poor = scripted_run(tmp_path / "b", 0.6)
@@ -221,6 +226,7 @@ def test_compare_command_prints_table_and_writes_csv(tmp_path, capsys):
     assert csv.read_text().splitlines()[0].startswith("task,metric,n,A,B,A-B")
 
 
+@pytest.mark.slow
 def test_bad_run_folders_are_one_line_errors(tmp_path, good_run, capsys):
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "run folder not found" in capsys.readouterr().err

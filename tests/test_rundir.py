@@ -63,6 +63,7 @@ def assert_same(a, b, where):
 @given(n=st.integers(12, 40), seed=st.integers(0, 1000), lower_truth=st.booleans(),
        lower_model=st.booleans(), shards=st.integers(2, 3))
 # the logistic fit from the bootstrap's start lands 1e-9 away from the reported one here
+@pytest.mark.slow
 @example(n=13, seed=1, lower_truth=False, lower_model=False, shards=3)
 def test_round_trip_run_shards_merge_compare_report_agree(tmp_path_factory, monkeypatch, n, seed,
                                                           lower_truth, lower_model, shards):
@@ -95,6 +96,7 @@ def test_round_trip_run_shards_merge_compare_report_agree(tmp_path_factory, monk
     assert not [n for n in report.notes if "no CI" in n]
 
 
+@pytest.mark.slow
 def test_a_named_run_folder_refuses_a_run_with_other_settings(tmp_path, monkeypatch):
     (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 1, "lower_better": False}))
     monkeypatch.setenv("RT_ROOT", str(tmp_path))
@@ -105,6 +107,7 @@ def test_a_named_run_folder_refuses_a_run_with_other_settings(tmp_path, monkeypa
                       model_options={"noise": 0.9}))
 
 
+@pytest.mark.slow
 def test_merge_refuses_runs_that_differ(tmp_path, monkeypatch):
     (tmp_path / "rt.json").write_text(json.dumps({"n": 20, "seed": 1, "lower_better": False}))
     monkeypatch.setenv("RT_ROOT", str(tmp_path))
@@ -182,6 +185,7 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(tmp_path, monkeypat
     assert "Not a directory" in err
 
 
+@pytest.mark.slow
 def test_malformed_manifest_and_leaderboard_name_the_file(tmp_path, monkeypatch, capsys):
     (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
     monkeypatch.setenv("RT_ROOT", str(tmp_path))
@@ -202,6 +206,7 @@ def cli_run(output: Path, seed: int, root: Path, *extra: str) -> subprocess.Pope
                             env=os.environ | {"OMP_NUM_THREADS": "1", "RT_ROOT": str(root)})
 
 
+@pytest.mark.slow
 def test_concurrent_runs_into_one_folder_keep_every_leaderboard_row(tmp_path):
     (tmp_path / "rt.json").write_text(json.dumps({"n": 12, "seed": 6, "lower_better": False}))
     procs = [cli_run(tmp_path / "out", seed, tmp_path) for seed in range(6)]   # six run ids
@@ -212,6 +217,7 @@ def test_concurrent_runs_into_one_folder_keep_every_leaderboard_row(tmp_path):
     assert not list((tmp_path / "out").glob("*.tmp")) and not list((tmp_path / "out").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_at_once_loses_and_duplicates_nothing(tmp_path):
     (tmp_path / "rt.json").write_text(json.dumps({"n": 16, "seed": 7, "lower_better": False}))
     release = tmp_path / "release"
@@ -233,6 +239,7 @@ def test_the_same_command_twice_at_once_loses_and_duplicates_nothing(tmp_path):
     assert len(rows) == 16 and len({r["sample_id"] for r in rows}) == 16
 
 
+@pytest.mark.slow
 def test_a_new_metric_with_an_interval_is_one_registration(tmp_path, monkeypatch):
     """Registering a metric is all it takes for run, intervals, leaderboard, compare and report
     to carry it (here: mean absolute error, lower is better, bootstrapped per sample)."""

@@ -136,6 +136,7 @@ def _run_cli(tmp_path: Path, output: str, extra: list[str]) -> subprocess.Popen:
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
 
 
+@pytest.mark.slow
 def test_resume_after_kill_finishes_only_the_rest(tmp_path):
     make_toy_data(tmp_path / "data" / "toy", n=40)
     calls = tmp_path / "calls.txt"
@@ -180,6 +181,7 @@ def test_changed_data_is_not_mixed_into_a_finished_run(tmp_path):
     assert "data changed" in again.outcomes[0].skipped
 
 
+@pytest.mark.slow
 def test_bootstrap_intervals_reach_metrics_and_leaderboard(tmp_path):
     make_toy_data(tmp_path / "data" / "toy", n=30)
     result = run(toy_config(tmp_path, ci_resamples=500))

@@ -172,6 +172,7 @@ def _wait_for(condition, seconds: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_killed_then_resumed_scores_only_the_rest(tmp_path, capsys):
     images = make_folder(tmp_path / "photos", n=40)
     calls = tmp_path / "calls.txt"   # toy-luma appends every image it is asked about
@@ -278,6 +279,7 @@ def test_every_image_failed_exits_1(tmp_path, capsys):
     assert "FAILED: no image has a usable answer" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_same_command_twice_at_once_refuses_or_waits(tmp_path, capsys):
     make_folder(tmp_path / "photos", n=11)
     first = _score_cli(tmp_path, "--model-arg", "delay=0.25")   # 6 batches: about 1.5 s
@@ -356,3 +358,54 @@ def test_shared_options_are_run_options():
     defaults = from_args(ScoreConfig, build_parser().parse_args(["score", "a"]), paths=[Path("a")])
     assert (defaults.model, defaults.batch_size, defaults.max_failure_rate, defaults.workers) == (
         RunConfig().model, RunConfig().batch_size, DEFAULT_MAX_FAILURE_RATE, RunConfig().workers)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+def test_a_fifo_named_like_an_image_is_a_counted_image_error_never_a_hang(tmp_path, capsys):
+    import threading
+    images = make_folder(tmp_path / "photos", n=3)
+    os.mkfifo(tmp_path / "photos" / "pipe.png")   # nothing writes to it
+    output = tmp_path / "s.csv"
+    code: list[int] = []
+    thread = threading.Thread(target=lambda: code.append(main(cli(
+        str(tmp_path / "photos"), "--model", "toy-luma", "--output", str(output)))), daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "qbench score blocked on the FIFO"
+    assert code == [0]
+    frame = read_output(output).set_index("image")
+    pipe = frame.loc[str(tmp_path / "photos" / "pipe.png")]
+    assert pipe["status"] == "image_error" and "is a FIFO" in pipe["error"]
+    assert (frame["status"] == "ok").sum() == len(images) - 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 image_error" in err and "is a FIFO" in err
+    # a FIFO given as a PATH itself: one line, exit 2, never opened
+    assert main(cli(str(tmp_path / "photos" / "pipe.png"), "--model", "toy-luma",
+                    "--output", str(tmp_path / "t.csv"))) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pipe.png is a FIFO (named pipe), not an image" in err
+
+
+def test_a_resume_scores_again_an_image_replaced_since(tmp_path, capsys):
+    images = make_folder(tmp_path / "photos", n=4)[:-1]
+    calls = tmp_path / "calls.txt"   # toy-luma appends every image it is asked about
+    argv = cli(str(tmp_path / "photos"), "--model", "toy-luma", "--output",
+               str(tmp_path / "s.csv"), "--model-arg", f"log={calls}")
+    assert main(argv) == 0
+    before = read_output(tmp_path / "s.csv").set_index("image")["score"]
+    replaced = images[1]
+    Image.new("RGB", (40, 30), (250, 250, 250)).save(replaced)   # same name, other pixels
+    stamp = replaced.stat()
+    os.utime(replaced, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # coarse clocks
+    first_calls = calls.read_text().split()
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert calls.read_text().split()[len(first_calls):] == [str(replaced)]
+    after = read_output(tmp_path / "s.csv").set_index("image")["score"]
+    assert after[str(replaced)] == pytest.approx(250.0) != before[str(replaced)]
+    for other in (images[0], images[2]):
+        assert after[str(other)] == before[str(other)]
+    err = " ".join(capsys.readouterr().err.split())
+    assert "1 image(s) changed since they were scored (file size or modification time): " \
+           "scored again" in err
+    assert "3 from an earlier command" in err   # the three others; the broken one is tried again

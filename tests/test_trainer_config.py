@@ -175,6 +175,7 @@ def test_issue_13_bad_overrides_are_refused_in_one_line(tmp_path, overrides, lin
     assert str(caught.value) == f"training config {path}: {line}"
 
 
+@pytest.mark.slow
 def test_issue_13_overrides_at_train_check_load_neither_torch_nor_trl(tmp_path):
     """The same refusals through `qbench train --check --set …`, in a fresh interpreter: exit 2,
     one line on stderr, before torch or TRL is imported."""
@@ -207,6 +208,7 @@ def test_several_problems_are_reported_together_on_one_line(tmp_path):
     assert "grpo.bogus: unknown key" in message
 
 
+@pytest.mark.slow
 def test_recorded_grpo_config_fields_match_the_installed_trl():
     trl = pytest.importorskip("trl")
     from trl import GRPOConfig
@@ -274,6 +276,7 @@ def test_the_yaml_is_read_with_the_user_file_limits(tmp_path):
         load_config(path, overrides={"lora.r": "{a: 1, a: 2}"})
 
 
+@pytest.mark.slow
 def test_cli_reports_a_bad_config_in_one_line_without_loading_torch(tmp_path):
     path = write_config(tmp_path)
     probe = ("import sys, json; from qbench.cli import main; code = main(['train', '--config', "

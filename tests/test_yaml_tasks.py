@@ -79,6 +79,7 @@ def score_set(folder: Path, lower_better: bool) -> tuple[Path, dict[str, float]]
     return path, first
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lower_better", [False, True])
 def test_score_yaml_runs_end_to_end_with_intervals(tmp_path, lower_better, capsys):
     path, first = score_set(tmp_path / "set", lower_better)

@@ -9,11 +9,12 @@ decodes. Needs transformers >= 4.56 (`from_pretrained(dtype=...)`, Qwen2.5-VL `l
 from __future__ import annotations
 
 import os
-
+import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -130,7 +131,8 @@ def chat_prompt(processor, messages: list[dict], assistant_prefix: str = "") -> 
 
 class InputBuilder:
     """Model inputs for a batch of prompts with their images, equal to what the processor gives
-    for the whole batch with left padding.
+    for the whole batch with left padding, built on the CPU (`build`) apart from the copy to
+    the device (`to_device`), so that a worker thread can build batch k+1 while batch k runs.
 
     A processor of the Qwen2-VL family expands each image placeholder into as many tokens as the
     image's grid (`image_grid_thw`) has: the text side of a sample depends only on its prompt
@@ -144,36 +146,72 @@ class InputBuilder:
     def __init__(self, processor):
         self.processor = processor
         self._text: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+        # A fast tokenizer used from two threads at once can fail ("Already borrowed"): the
+        # text side (on the preparing thread) and decoding answers (on the predicting one)
+        # take turns through this lock.
+        self.tokenizer_lock = threading.Lock()
 
-    def __call__(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
-                 device):
+    def build(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
+              device) -> Any:
+        """The batch's inputs as CPU tensors (a BatchFeature); pinned when `device` is a CUDA
+        device, so that `to_device` copies them without blocking."""
         from transformers import BatchFeature
         flat = [image for sample in images for image in sample]
         pixels = self.processor.image_processor(flat, return_tensors="pt") if flat else {}
         grids = pixels.get("image_grid_thw")
         if grids is None:
-            inputs = self.processor(text=list(prompts), images=[list(i) for i in images] or None,
-                                    padding=True, return_tensors="pt")
-            return inputs.to(device)
-        rows = [tuple(row) for row in grids.tolist()]
-        texts, start = [], 0
-        for prompt, sample in zip(prompts, images):
-            key = (prompt, tuple(rows[start:start + len(sample)]))
-            start += len(sample)
-            texts.append(self._text_side(key, sample, set(pixels)))
-        return BatchFeature({**left_pad(texts, self.processor.tokenizer.pad_token_id),
-                             **pixels}).to(device)
+            with self.tokenizer_lock:
+                inputs = self.processor(text=list(prompts),
+                                        images=[list(i) for i in images] or None,
+                                        padding=True, return_tensors="pt")
+        else:
+            rows = [tuple(row) for row in grids.tolist()]
+            texts, start = [], 0
+            for prompt, sample in zip(prompts, images):
+                key = (prompt, tuple(rows[start:start + len(sample)]))
+                start += len(sample)
+                texts.append(self._text_side(key, sample, set(pixels)))
+            inputs = BatchFeature({**left_pad(texts, self.processor.tokenizer.pad_token_id),
+                                   **pixels})
+        return pinned(inputs) if is_cuda(device) else inputs
+
+    def __call__(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
+                 device):
+        return to_device(self.build(prompts, images, device), device)
 
     def _text_side(self, key: tuple, sample: Sequence[Image.Image], image_keys: set[str]
                    ) -> dict[str, Any]:
         if key in self._text:
             self._text.move_to_end(key)
             return self._text[key]
-        encoded = self.processor(text=[key[0]], images=[list(sample)], return_tensors="pt")
+        with self.tokenizer_lock:
+            encoded = self.processor(text=[key[0]], images=[list(sample)], return_tensors="pt")
         self._text[key] = {k: v[0] for k, v in encoded.items() if k not in image_keys}
         if len(self._text) > self.MAX_CACHED:
             self._text.popitem(last=False)
         return self._text[key]
+
+
+def is_cuda(device) -> bool:
+    return str(device).startswith("cuda")
+
+
+def pinned(inputs):
+    """The tensors of `inputs` in page-locked memory, from which a copy to the GPU runs
+    asynchronously (the copy is made on the preparing thread, off the critical path)."""
+    for key, value in inputs.items():
+        if hasattr(value, "pin_memory"):
+            inputs[key] = value.pin_memory()
+    return inputs
+
+
+def to_device(inputs, device):
+    """`inputs` moved to `device`; from pinned memory the copies do not block the CPU (the
+    forward pass that reads them is queued behind them on the same stream)."""
+    for key, value in inputs.items():
+        if hasattr(value, "to"):
+            inputs[key] = value.to(device, non_blocking=is_cuda(device))
+    return inputs
 
 
 def left_pad(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
@@ -194,19 +232,29 @@ def left_pad(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any
 _builders: "weakref.WeakKeyDictionary[Any, InputBuilder]" = weakref.WeakKeyDictionary()
 
 
-def model_inputs(processor, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
-                 device):
-    """One left-padded batch: token ids with the image placeholders expanded, pixel values
-    (through the processor's InputBuilder, kept as long as the processor lives)."""
+def input_builder(processor) -> InputBuilder:
+    """The processor's InputBuilder, kept as long as the processor lives."""
     if processor not in _builders:
         _builders[processor] = InputBuilder(processor)
-    return _builders[processor](prompts, images, device)
+    return _builders[processor]
+
+
+def model_inputs(processor, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
+                 device):
+    """One left-padded batch on `device`: token ids with the image placeholders expanded,
+    pixel values (through the processor's InputBuilder)."""
+    return input_builder(processor)(prompts, images, device)
 
 
 # ------------------------------------------------------------------------------ generation
 
+Generation = Callable[[Decoding, int], list[list[str]]]
+
+
 class Generator(Protocol):
-    """A generation backend: K answer texts for each prompt with its images."""
+    """A generation backend: K answer texts for each prompt with its images. A backend with
+    CPU work to do before its device starts also has `prepare(prompts, images) -> Generation`
+    (see `prepare_generation`)."""
 
     processor: Any
 
@@ -214,6 +262,17 @@ class Generator(Protocol):
                  decoding: Decoding, seed: int) -> list[list[str]]: ...
 
     def close(self) -> None: ...
+
+
+def prepare_generation(generator: Generator, prompts: Sequence[str],
+                       images: Sequence[Sequence[Image.Image]]) -> Generation:
+    """`generator.generate` for these prompts in two steps: the backend's CPU work done now
+    (its `prepare`, where it has one), the rest returned as a call taking the decoding and
+    the seed."""
+    prepare = getattr(generator, "prepare", None)
+    if prepare is None:   # vLLM builds its inputs in its own engine; test doubles
+        return partial(generator.generate, prompts, images)
+    return prepare(prompts, images)
 
 
 def stopping_only(generation_config):
@@ -246,21 +305,32 @@ class TransformersGenerator:
 
     def __init__(self, network, processor):
         self.network, self.processor = network, processor
+        self.inputs = input_builder(processor)
         network.generation_config = stopping_only(network.generation_config)
+
+    def prepare(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]]
+                ) -> Generation:
+        """Inputs built on the CPU now; the copy to the device and `generate` in the call."""
+        inputs = self.inputs.build(prompts, images, self.network.device)
+        return partial(self._generate, inputs, len(prompts))
 
     def generate(self, prompts: Sequence[str], images: Sequence[Sequence[Image.Image]],
                  decoding: Decoding, seed: int) -> list[list[str]]:
+        return self.prepare(prompts, images)(decoding, seed)
+
+    def _generate(self, inputs, count: int, decoding: Decoding, seed: int) -> list[list[str]]:
         import torch
-        inputs = model_inputs(self.processor, prompts, images, self.network.device)
+        inputs = to_device(inputs, self.network.device)
         kwargs = transformers_generate_kwargs(decoding, self.processor.tokenizer.pad_token_id)
         if decoding.do_sample:
             torch.manual_seed(seed)
         with torch.inference_mode():
             out = self.network.generate(**inputs, **kwargs)
-        texts = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:],
-                                            skip_special_tokens=True)
+        with self.inputs.tokenizer_lock:
+            texts = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1]:],
+                                                skip_special_tokens=True)
         k = decoding.samples  # generate returns each prompt's K sequences next to each other
-        return [texts[i * k:(i + 1) * k] for i in range(len(prompts))]
+        return [texts[i * k:(i + 1) * k] for i in range(count)]
 
     def close(self) -> None:
         self.network = None
@@ -383,11 +453,11 @@ def expected_level(level_logits, weights: Sequence[float]):
     return probs @ torch.tensor(list(weights), dtype=probs.dtype, device=probs.device), probs
 
 
-def next_token_logits(network, processor, prompts: Sequence[str],
-                      images: Sequence[Sequence[Image.Image]]):
-    """Logits of the token after each prompt (left padding puts every prompt's end last): one
-    forward pass, no KV cache kept, only the last position's logits computed."""
+def next_token_logits(network, inputs):
+    """Logits of the token after each prompt (left padding puts every prompt's end last), from
+    inputs built by `InputBuilder.build`: one forward pass, no KV cache kept, only the last
+    position's logits computed."""
     import torch
-    inputs = model_inputs(processor, prompts, images, network.device)
     with torch.inference_mode():
-        return network(**inputs, logits_to_keep=1, use_cache=False).logits[:, -1, :]
+        return network(**to_device(inputs, network.device), logits_to_keep=1,
+                       use_cache=False).logits[:, -1, :]
