@@ -38,7 +38,7 @@ from .records import Prediction, Sample
 from .registry import create_model, include, model_class
 from .rundir import LOCK, Manifest, PredictionLog, RunFolder, locked, now
 from .distributed import Ranks, launched, on_main
-from .runner import (FailureBudget, RunConfig, failure_reason, part, predict_batch,
+from .runner import (FailureBudget, RunConfig, failure_reason, lost_counts, part, predict_batch,
                      progress_bars, select)
 from .task import DataError
 
@@ -109,8 +109,15 @@ class ScoreResult:
         return self.statuses.get("ok", 0)
 
     @property
+    def lost(self) -> int:
+        """Images that got no answer from the model (image or model errors)."""
+        return sum(lost_counts(self.statuses).values())
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.failure else 0
+        """1: failed (past --max-failure-rate, or no usable score); 3: some images got no
+        answer from the model; 0: every image was scored (or answered unreadably)."""
+        return 1 if self.failure else 3 if self.lost else 0
 
 
 # ------------------------------------------------------------------------------ the images
@@ -480,6 +487,9 @@ def summary_lines(result: ScoreResult) -> list[str]:
     lines += [f"[yellow]{escape(note)}[/]" for note in result.notes]
     if result.failure:
         lines.append(f"[red]qbench: FAILED: {escape(result.failure)}: exit status 1[/]")
+    elif result.lost:
+        lines.append(f"[red]qbench: {result.lost} of {result.images} images got no answer from "
+                     "the model (see above): exit status 3[/]")
     return lines
 
 

@@ -60,13 +60,17 @@ def read_output(path: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+# make_folder's corrupt image is 1 of 4-6: within this budget, it makes the command exit 3
+BUDGET = 0.5
+
+
 def config(paths, output: Path, **kw) -> ScoreConfig:
-    return ScoreConfig(paths=list(paths), output=output, **{"model": "toy-luma", "batch_size": 2,
-                                                            "progress": False, **kw})
+    return ScoreConfig(paths=list(paths), output=output, **{
+        "model": "toy-luma", "batch_size": 2, "progress": False, "max_failure_rate": BUDGET, **kw})
 
 
 def cli(*args: str) -> list[str]:
-    return ["score", *args, "--no-progress"]
+    return ["score", *args, "--no-progress", "--max-failure-rate", str(BUDGET)]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
@@ -76,7 +80,7 @@ def test_a_nested_folder_is_scored_by_stats_one_row_per_image(tmp_path, suffix):
     result = score_images(config([tmp_path / "photos"], output, model="stats"))
     frame = read_output(output)
     assert sorted(frame["image"]) == sorted(str(p) for p in images)   # hidden and .txt left out
-    assert result.exit_code == 0 and result.scored == 5 and dict(result.statuses) == {
+    assert result.exit_code == 3 and result.scored == 5 and dict(result.statuses) == {
         "ok": 5, "image_error": 1}
     broken = frame[frame["image"] == str(images[-1])].iloc[0]
     assert broken["status"] == "image_error" and math.isnan(broken["score"])
@@ -94,7 +98,7 @@ def test_a_nested_folder_is_scored_by_stats_one_row_per_image(tmp_path, suffix):
 def test_summary_line_and_exit_status(tmp_path, capsys):
     make_folder(tmp_path / "photos", n=4)
     assert main(cli(str(tmp_path / "photos"), "--model", "toy-luma",
-                    "--output", str(tmp_path / "s.csv"))) == 0
+                    "--output", str(tmp_path / "s.csv"))) == 3
     err = " ".join(capsys.readouterr().err.split())
     assert f"scored 4 of 5 images, 1 failed (1 image_error): {tmp_path / 's.csv'}" in err
     assert "toy-luma scores: higher is better" in err
@@ -160,7 +164,7 @@ def test_a_vlm_answer_keeps_its_text_with_score_or_parse_error(tmp_path, monkeyp
 def _score_cli(tmp_path: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "qbench", "--include", str(PLUGIN), "score",
            str(tmp_path / "photos"), "--model", "toy-luma", "--output", str(tmp_path / "s.csv"),
-           "--batch-size", "2", "--no-progress", *extra]
+           "--batch-size", "2", "--no-progress", "--max-failure-rate", str(BUDGET), *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=os.environ | {"OMP_NUM_THREADS": "1"})
 
@@ -189,7 +193,7 @@ def test_killed_then_resumed_scores_only_the_rest(tmp_path, capsys):
     with log.open("a") as f:
         f.write('{"task": "images", "sample_id": "/tmp/img0')   # a line torn by the kill
     assert main(["--include", str(PLUGIN), *cli(str(tmp_path / "photos"), "--model", "toy-luma",
-                 "--output", str(tmp_path / "s.csv"), "--batch-size", "2", *slow)]) == 0
+                 "--output", str(tmp_path / "s.csv"), "--batch-size", "2", *slow)]) == 3
     second_calls = calls.read_text().split()[len(first_calls):]
     scored_before = {r["sample_id"] for r in before if r["status"] == "ok"}
     assert second_calls and scored_before.isdisjoint(second_calls)
@@ -258,8 +262,8 @@ def test_model_errors_past_the_budget_stop_the_command_and_exit_1(tmp_path, monk
     monkeypatch.setitem(registry.MODELS, "crashes", Crashes)
     make_folder(tmp_path / "photos", n=20)
     output = tmp_path / "s.csv"
-    assert main(cli(str(tmp_path / "photos"), "--model", "crashes", "--output", str(output),
-                    "--batch-size", "2")) == 1
+    assert main(["score", str(tmp_path / "photos"), "--model", "crashes", "--output",
+                 str(output), "--batch-size", "2", "--no-progress"]) == 1   # the default budget
     frame = read_output(output)
     # 21 images allow int(0.05 * 21) = 1 model error: the first batch of 2 exceeds it
     assert (frame["status"] == "model_error").sum() == 2
@@ -276,7 +280,7 @@ def test_every_image_failed_exits_1(tmp_path, capsys):
     assert main(cli(str(tmp_path / "photos"), "--model", "toy-luma",
                     "--output", str(tmp_path / "s.csv"))) == 1
     assert list(read_output(tmp_path / "s.csv")["status"]) == ["image_error", "image_error"]
-    assert "FAILED: no image has a usable answer" in capsys.readouterr().err
+    assert "FAILED: 2 of 2 images got no answer (2 image errors)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -291,8 +295,8 @@ def test_the_same_command_twice_at_once_refuses_or_waits(tmp_path, capsys):
     assert main(again) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"output {tmp_path / 's.csv'} is in use by pid {first.pid}" in err
-    assert main([*again, "--wait"]) == 0   # queues behind the first, then finds all done
-    assert first.wait(timeout=60) == 0, first.stderr.read().decode()
+    assert main([*again, "--wait"]) == 3   # queues behind the first, then finds all done
+    assert first.wait(timeout=60) == 3, first.stderr.read().decode()
     assert "11 from an earlier command" in " ".join(capsys.readouterr().err.split())
     assert read_output(tmp_path / "s.csv")["image"].is_unique
 
@@ -300,7 +304,7 @@ def test_the_same_command_twice_at_once_refuses_or_waits(tmp_path, capsys):
 def test_a_log_of_other_model_settings_is_not_mixed_in(tmp_path, capsys):
     make_folder(tmp_path / "photos", n=2)
     output = str(tmp_path / "s.csv")
-    assert main(cli(str(tmp_path / "photos"), "--model", "toy-luma", "--output", output)) == 0
+    assert main(cli(str(tmp_path / "photos"), "--model", "toy-luma", "--output", output)) == 3
     assert main(cli(str(tmp_path / "photos"), "--model", "toy-luma", "--model-arg", "delay=0",
                     "--output", output)) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -372,7 +376,7 @@ def test_a_fifo_named_like_an_image_is_a_counted_image_error_never_a_hang(tmp_pa
     thread.start()
     thread.join(60)
     assert not thread.is_alive(), "qbench score blocked on the FIFO"
-    assert code == [0]
+    assert code == [3]
     frame = read_output(output).set_index("image")
     pipe = frame.loc[str(tmp_path / "photos" / "pipe.png")]
     assert pipe["status"] == "image_error" and "is a FIFO" in pipe["error"]
@@ -391,7 +395,7 @@ def test_a_resume_scores_again_an_image_replaced_since(tmp_path, capsys):
     calls = tmp_path / "calls.txt"   # toy-luma appends every image it is asked about
     argv = cli(str(tmp_path / "photos"), "--model", "toy-luma", "--output",
                str(tmp_path / "s.csv"), "--model-arg", f"log={calls}")
-    assert main(argv) == 0
+    assert main(argv) == 3
     before = read_output(tmp_path / "s.csv").set_index("image")["score"]
     replaced = images[1]
     Image.new("RGB", (40, 30), (250, 250, 250)).save(replaced)   # same name, other pixels
@@ -399,7 +403,7 @@ def test_a_resume_scores_again_an_image_replaced_since(tmp_path, capsys):
     os.utime(replaced, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10**9))  # coarse clocks
     first_calls = calls.read_text().split()
     capsys.readouterr()
-    assert main(argv) == 0
+    assert main(argv) == 3
     assert calls.read_text().split()[len(first_calls):] == [str(replaced)]
     after = read_output(tmp_path / "s.csv").set_index("image")["score"]
     assert after[str(replaced)] == pytest.approx(250.0) != before[str(replaced)]
