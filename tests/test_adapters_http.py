@@ -262,6 +262,8 @@ def test_oversize_answers_are_refused_not_stored(serve, kind):
     (b'{"result": "4.1"}', "model_error", "malformed response"),
     (json.dumps({"choices": [{"message": {"content": "It looks nice."}}]}).encode(),
      "unparsed", "no rating found"),
+    (answer('{"rating": 1}', '{"rating": 5}').body, "model_error",   # never averaged
+     "the response has 2 choices, 1 asked for"),
 ])
 def test_malformed_responses_fail_the_sample_with_a_reason(serve, body, status, message):
     endpoint = serve(lambda n, _: Reply(body=body))

@@ -188,7 +188,12 @@ class ChatClient:
                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 continue
             if status == 200:
-                return response_texts(body)
+                texts = response_texts(body)
+                asked_for = payload.get("n", 1)
+                if len(texts) != asked_for:   # an answer of other samples is not this one's
+                    raise EndpointError(f"the response has {len(texts)} choices, {asked_for} "
+                                        "asked for")
+                return texts
             detail = body[:200].decode("utf-8", "replace").replace("\n", " ")
             last = f"HTTP {status}: {detail}".strip()
             if not retryable(status):
