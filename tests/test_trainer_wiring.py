@@ -12,7 +12,9 @@ What is checked, each against a computation of its own that does not go through 
   row's own prompt and image followed by its completion, and differ with another sample's image;
 - on a fixed batch, TRL's loss and its gradient equal the released formula (U: tr.py:680-700 in
   trainer/config.py's notation): per-token −min(ρA, clip(ρ)A) + β·k3 KL, no importance-ratio
-  factor on the KL, the mean over each sequence's tokens, then over sequences.
+  factor on the KL, the mean over each sequence's tokens, then over sequences;
+- a prompt over 1,024 tokens (a KonIQ-size image at the recipe's pixel limits) reaches the loss
+  whole, and the completion there is exactly what was generated.
 
 A random model never writes the answer format, so the recipe's rewards are 0 on every
 completion; a test reward that depends on each row's ground truth and differs between the
