@@ -28,19 +28,19 @@ images through `qbench run`. CPU, seeded, two cores.
     OMP_NUM_THREADS=1 python benchmarks/grpo_learns.py --quick    # 2-3 minutes (the tests)
 
 Measured on this 2-core machine, shared with other work (load average 2-4 during the runs;
-each run used 373-379 CPU seconds, so on two idle cores it cannot take less than about 190 s):
+each run used 373-425 CPU seconds, so on two idle cores it cannot take less than 190-215 s):
 
     seed  held-out SRCC before   true labels after     control after      wall
     0     0.193                  0.578 (+0.385)        0.064 (-0.129)     350 s
     1     0.415                  0.691 (+0.276)        0.262 (-0.152)     453 s
     2     0.085                  0.653 (+0.568)        0.043 (-0.042)     451 s
 
-n = 150 (standard error of an SRCC about 0.08). The true-label run's score reward climbs
-(seed 0: 0.46 over the first 10 steps, 0.55 over the last 10) while the control's stays near
-chance (0.31 -> 0.23; 1/3 of ratings match a shuffled label); the format reward is 0.86-0.95
-over the first and the last 10 steps of every run. The control loses held-out SRCC: rewards
-that do not depend on the image pull the policy off the image dependence the warm start gave
-it.
+Seed 0 run again gave the same figures to the last digit (338 s). n = 150 (standard error of
+an SRCC about 0.08). The true-label run's score reward climbs (seed 0: 0.46 over the first 10
+steps, 0.55 over the last 10) while the control's stays near chance (0.31 -> 0.23; 1/3 of
+ratings match a shuffled label); the format reward is 0.86-0.95 over the first and the last
+10 steps of every run. The control loses held-out SRCC: rewards that do not depend on the
+image pull the policy off the image dependence the warm start gave it.
 
 What the earlier version of this script measured (held-out SRCC -0.03 -> 0.03) had two causes
 found here. Its warm start trained on random ratings, which teaches the model to ignore the
