@@ -296,7 +296,7 @@ def test_grpo_arguments_carry_the_recipe_and_extra_fields(tmp_path):
 
     config = load_config(write_config(tmp_path, grpo={
         "num_generations": 4, "per_device_train_batch_size": 4, "bf16": False, "use_cpu": True,
-        "extra": {"min_p": 0.05, "mask_truncated_completions": True}}))
+        "extra": {"min_p": 0.05, "importance_sampling_level": "sequence"}}))
     assert trainer_fields(config, [1.0]).keys() == TRAINER_FIELDS
     args = grpo_arguments(config, [1.0, 0.25, 0.75])
     assert (args.num_generations, args.beta, args.epsilon, args.loss_type) == (4, 1e-3, 0.2, "grpo")
@@ -304,9 +304,39 @@ def test_grpo_arguments_carry_the_recipe_and_extra_fields(tmp_path):
     assert (args.top_k, args.top_p) == (50, 1.0)  # TRL's own default top_k is 0 (off)
     assert args.use_bias_correction_kl is False   # TRL's own default is True
     assert args.scale_rewards == "group" and args.remove_unused_columns is False
+    assert args.multi_objective_aggregation == "sum_then_normalize"
+    # epsilon_high None: TRL's trainer clips above at epsilon too, as the release does
+    assert (args.num_iterations, args.epsilon_high, args.mask_truncated_completions) == (1, None,
+                                                                                         False)
+    assert (args.weight_decay, args.max_grad_norm, args.warmup_steps) == (0.0, 1.0, 0)
     assert args.reward_weights == [1.0, 0.25, 0.75]
-    assert (args.min_p, args.mask_truncated_completions) == (0.05, True)
+    assert (args.min_p, args.importance_sampling_level) == (0.05, "sequence")
     assert args.model_init_kwargs == {"dtype": "bfloat16"}
+
+
+def test_recipe_fields_a_user_may_change_are_settable(tmp_path):
+    """The advantage scaling and the other recipe choices are config keys (and --set
+    overrides), not values fixed by the trainer."""
+    from qbench.trainer.train import grpo_arguments
+
+    path = write_config(tmp_path, grpo={"num_generations": 4, "per_device_train_batch_size": 4,
+                                        "bf16": False, "use_cpu": True})
+    changed = {"grpo.scale_rewards": "none", "grpo.multi_objective_aggregation":
+               "normalize_then_sum", "grpo.num_iterations": "2", "grpo.epsilon_high": "0.28",
+               "grpo.mask_truncated_completions": "true", "grpo.weight_decay": "0.1",
+               "grpo.max_grad_norm": "0.5", "grpo.warmup_steps": "0.1"}
+    args = grpo_arguments(load_config(path, overrides=changed), [1.0])
+    assert (args.scale_rewards, args.multi_objective_aggregation) == ("none", "normalize_then_sum")
+    assert (args.num_iterations, args.epsilon, args.epsilon_high) == (2, 0.2, 0.28)
+    assert args.mask_truncated_completions is True
+    assert (args.weight_decay, args.max_grad_norm, args.warmup_steps) == (0.1, 0.5, 0.1)
+    assert grpo_arguments(load_config(path, overrides={"grpo.scale_rewards": "batch"}),
+                          [1.0]).scale_rewards == "batch"
+    with pytest.raises(ConfigError, match=r"grpo.scale_rewards: should be 'group', 'batch' or "
+                                          r"'none' \(got 'std'\)"):
+        load_config(path, overrides={"grpo.scale_rewards": "std"})
+    with pytest.raises(ConfigError, match=r"grpo.extra: scale_rewards: already set under grpo"):
+        load_config(path, overrides={"grpo.extra": "{scale_rewards: none}"})
 
 
 @pytest.mark.parametrize("extra, message", [

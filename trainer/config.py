@@ -37,6 +37,8 @@ MAX_PIXELS = 12845056
 DTYPES = ("bfloat16", "float16", "float32")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
 VLLM_MODES = ("colocate", "server")
+SCALE_REWARDS = ("group", "batch", "none")
+AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 # transformers' SchedulerType values (tests compare them with the installed transformers).
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
                  "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
@@ -44,8 +46,7 @@ LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "cons
                  "greedy")
 # GRPOConfig fields the trainer sets itself (train.grpo_arguments); `grpo.extra` cannot.
 TRAINER_FIELDS = frozenset({"output_dir", "save_strategy", "logging_strategy",
-                            "remove_unused_columns", "scale_rewards", "reward_weights",
-                            "model_init_kwargs"})
+                            "remove_unused_columns", "reward_weights", "model_init_kwargs"})
 # LoRA on the language model only: the vision tower's MLP reuses the names gate/up/down_proj.
 LANGUAGE_MODEL_LINEAR = (r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj"
                          r"|down_proj)")
@@ -190,7 +191,17 @@ class GRPOSettings(Settings):
     # multiplies it by the importance ratio, which changes its gradient even on-policy.
     use_bias_correction_kl: StrictBool = False
     epsilon: Positive = 0.2                   # U: cfg.py:245 (clip)
+    epsilon_high: Positive | None = None      # None: = epsilon, U: tr.py:684 clips symmetrically
     loss_type: Literal[LOSS_TYPES] = "grpo"   # U: tr.py:700
+    # Advantages: U: tr.py:604-611 sums the weighted rewards, then takes (r − group mean) /
+    # (group std + 1e-4), "group" here; "batch" divides by the std of the whole batch, "none"
+    # leaves the std out (Dr. GRPO). "normalize_then_sum" normalises each reward in its group
+    # before the weighted sum (GDPO).
+    scale_rewards: Literal[SCALE_REWARDS] = "group"
+    multi_objective_aggregation: Literal[AGGREGATIONS] = "sum_then_normalize"
+    # Policy updates per generated batch (μ); U: cfg.py:241-244 defaults to 1, the script sets
+    # none. Above 1, the importance ratio of later updates is no longer 1 and the clip acts.
+    num_iterations: Count = 1
     learning_rate: Positive = 1e-6            # U: cfg.py:227 (the script sets none)
     lr_scheduler_type: Literal[LR_SCHEDULERS] = "linear"   # TrainingArguments' default there
     num_train_epochs: NonNegative = 10.0      # U: run.sh:77, cmp.sh:76
@@ -210,6 +221,14 @@ class GRPOSettings(Settings):
     top_k: NonNegativeWhole = 50
     top_p: Fraction = 1.0
     max_completion_length: Count = 256        # U: cfg.py:159 (the script sets none)
+    # True drops completions cut at max_completion_length from the loss (DAPO); U: tr.py:527-531
+    # keeps them, with the tokens generated so far.
+    mask_truncated_completions: StrictBool = False
+    # The optimiser: transformers 4.51's TrainingArguments defaults, which U: run.sh leaves as
+    # they are: AdamW, weight decay 0, gradients clipped to norm 1, no warm-up.
+    weight_decay: NonNegative = 0.0
+    max_grad_norm: NonNegative = 1.0
+    warmup_steps: NonNegative = 0             # steps; below 1, a share of the training steps
     bf16: StrictBool = True                   # U: run.sh:71
     # U: run.sh:75 trains without; it changes memory and time, not the update.
     gradient_checkpointing: StrictBool = False

@@ -60,7 +60,6 @@ def trainer_fields(config: TrainConfig, reward_weights: Sequence[float]) -> dict
     return {"output_dir": str(config.output_dir), "save_strategy": "steps",
             "logging_strategy": "steps",
             "remove_unused_columns": False,  # the ground-truth columns must reach the rewards
-            "scale_rewards": "group",        # A_i = (r_i − mean) / std within the group
             "reward_weights": list(reward_weights), "model_init_kwargs": init}
 
 
