@@ -161,6 +161,9 @@ class PyiqaOptions:
 class PyiqaMetric(OneAtATime):
     """Any pyiqa metric: no-reference ones score, full-reference ones compare (pip install pyiqa)"""
 
+    # Most pyiqa metrics load weights that pyiqa itself downloads when the metric is built,
+    # outside qbench's fetch (unpinned, unchecked); piqe and entropy need none.
+    weights = "pyiqa downloads (most)"
     Options = PyiqaOptions
     options: PyiqaOptions
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .fetch import fetch_missing
+from .fetch import Hub, fetch_missing
 from .images import ImageError
-from .options import add_options, from_args, names
+from .options import add_options, from_args, names, require_existing
 from .model import ModelError
 from .registry import (MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins,
                        model_class)
@@ -43,6 +43,9 @@ VERB_MODULES: tuple[str, ...] = ("qbench.datacheck", "qbench.trainer.cli", "qben
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     config = from_args(RunConfig, args)
+    fetching = not config.no_fetch and not Hub.current().offline
+    # a data root the run's fetch fills may not exist yet; everything else typed must
+    require_existing(args, may_be_created=("--data-root",) if fetching else ())
     settings = user_settings()   # flags beat the environment and the config file
     factory = model_class(config.model)
     config.model_path = weights_path(config.model, getattr(factory, "weights_folder", None),
@@ -108,42 +111,72 @@ def summarise(result: RunResult, console: Console, label: str) -> int:
     return code
 
 
+LIST_WIDTH = 100   # `qbench list` fits a terminal of this many columns
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    """Tasks with the state of their data, where each default split comes from, and models with
+    the state of their weights, in LIST_WIDTH columns (details: `qbench data check`)."""
+    import textwrap
+
     from tabulate import tabulate
+
+    from .sources import load_catalog
+    require_existing(args)
     load_plugins()
     settings = user_settings()
     data_root = args.data_root or settings.data_root
+    print(f"data root: {data_root}\n(qbench data check: files and counts; qbench fetch: "
+          "downloads)\n")
     rows, splits = [], []
     for name in sorted(TASKS):
         task = TASKS[name]()
         try:
             status = f"ready: {task.locate(data_root, settings.data.get(name))}"
-        except DataError as exc:
-            status = f"not found: {str(exc).removeprefix(name + ': ')}"
-        rows.append([name, task.kind, task.default_split, status])
-        splits.append([name, ", ".join(task.splits), task.split_help(task.default_split)])
-    print(tabulate(rows, headers=["task", "kind", "split", "data"]))
-    print()
-    print(tabulate(splits, headers=["task", "splits", "default split from (first found wins)"]))
-    print()
+        except DataError:
+            status = "not found"
+        rows.append([name, task.kind, task.default_split, _fit(status, 50)])
+        where = task.split_help(task.default_split)
+        splits += textwrap.wrap(f"{name}: {', '.join(task.splits)} (default "
+                                f"{task.default_split}){': ' + where if where else ''}",
+                                LIST_WIDTH, subsequent_indent="    ")
+    print(tabulate(rows, headers=["task", "kind", "default split", "data"]))
+    print("\nsplits (where several sources are named, the first one found defines the split):")
+    print("\n".join(splits) + "\n")
     rows = []
+    fetchable = set(load_catalog().models)
     for name, factory in sorted(MODELS.items()) + sorted(MODEL_FAMILIES.items()):
         label = name if name in MODELS else f"{name}:<name>"
-        kinds = ",".join(sorted(getattr(factory, "kinds", ())))
+        kinds = ",".join(KIND_LABELS[k] for k in sorted(getattr(factory, "kinds", ())))
         doc = (factory.__doc__ or "").strip().splitlines()
-        rows.append([label, kinds, _weights_status(name, factory), doc[0] if doc else ""])
+        rows.append([label, kinds, _weights_status(name, factory, fetchable),
+                     doc[0] if doc else ""])
+    used = max(len(r[0]) for r in rows) + max(len(r[1]) for r in rows) + 6
+    weights = min(max(len(r[2]) for r in rows), 24)
+    for row in rows:
+        row[2] = _fit(row[2], weights)
+        row[3] = _fit(row[3], LIST_WIDTH - used - weights - 2)
     print(tabulate(rows, headers=["model", "answers", "weights", "description"]))
     return 0
 
 
-def _weights_status(name: str, factory: object) -> str:
+KIND_LABELS = {"score": "score", "degradation": "degr", "comparison": "comp"}
+
+
+def _weights_status(name: str, factory: type, fetchable: set[str]) -> str:
     needs = getattr(factory, "weights", None)
     if not needs:
         return "none needed"
+    if name in MODEL_FAMILIES:   # the member names the weights: the family says who gets them
+        return needs
     path = weights_path(name, getattr(factory, "weights_folder", None))
     if path is None:
-        return f"pass --model-path ({needs})"
-    return f"{'ready' if path.exists() else 'not found'}: {path}"
+        return "qbench fetch" if name in fetchable else "pass --model-path"
+    return "ready" if path.exists() else "not found"
 
 
 def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
@@ -218,8 +251,17 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
                      "merged run folder")
 
 
+def _version() -> str:
+    from importlib import metadata
+    try:
+        return metadata.version("qbench")
+    except metadata.PackageNotFoundError:   # run from a source tree that is not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qbench", description="Image-quality benchmark harness.")
+    parser.add_argument("--version", action="version", version=f"qbench {_version()}")
     # before the verb (`qbench --include f.py list`) and after it (`qbench run --include f.py`)
     parser.add_argument("--include", dest="include_first", action="append", default=[],
                         metavar="PATH", help=INCLUDE_HELP)

@@ -152,7 +152,8 @@ def format_check(check: TaskCheck) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from .options import from_args
+    from .options import from_args, require_existing
+    require_existing(args)
     from .registry import get_task
     from .runner import RunConfig, expand_tasks
     from .settings import user_settings

@@ -169,6 +169,20 @@ def paths(values: list[str]) -> list[Path]:
     return [Path(v).expanduser() for v in values]
 
 
+def require_existing(args: argparse.Namespace, may_be_created: Iterable[str] = ()) -> None:
+    """The paths a user typed (--data-root, --model-path, --data TASK=PATH) exist: a typo is one
+    line naming the flag, not a task skipped as "not found" or a model folder "without
+    config.json". (Defaults from the environment or the config file are not checked here.)"""
+    given = [("--data-root", getattr(args, "data_root", None)),
+             ("--model-path", getattr(args, "model_path", None))]
+    given += [(f"--data {pair.partition('=')[0]}", Path(pair.partition("=")[2]).expanduser())
+              for pair in getattr(args, "data_paths", None) or [] if "=" in pair]
+    for flag, path in given:
+        if path is not None and flag not in may_be_created \
+                and not Path(path).expanduser().exists():
+            raise ValueError(f"{flag} {path}: no such file or folder")
+
+
 # ------------------------------------------------------------------------------ typed options
 
 

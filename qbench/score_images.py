@@ -33,7 +33,7 @@ from rich.markup import escape
 from . import manifest as mf
 from .images import file_kind, prefetch_batches
 from .model import Model, ModelConfig, ModelError
-from .options import add_options, from_args, option
+from .options import add_options, from_args, option, require_existing
 from .records import Prediction, Sample
 from .registry import create_model, include, model_class
 from .rundir import LOCK, Manifest, PredictionLog, RunFolder, locked, now
@@ -494,6 +494,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
 
 
 def cmd_score(args: argparse.Namespace, console: Console) -> int:
+    require_existing(args)
     from .settings import weights_path
     config = from_args(ScoreConfig, args, paths=[Path(p) for p in args.paths])
     factory = model_class(config.model)

@@ -27,10 +27,9 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .task import DataError
+from .userfiles import UserFileError, describe, parse_yaml, read_text
 
 CATALOG_FILE = "catalog.yaml"
 
@@ -109,31 +108,18 @@ class Catalog(BaseModel):
                        manual=manual)
 
 
-def _problem(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "top level"
-    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{where}: {error['msg'].removeprefix('Value error, ')}{more}"
-
-
 def parse_catalog(text: str, where: str) -> Catalog:
-    """A catalog or sources file's text, or a one-line DataError naming the file and key."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DataError(f"{where}: not readable YAML: {str(exc).splitlines()[0]}") from None
+    """A catalog or sources file's text, read with the user-file limits (qbench.userfiles), or a
+    one-line UserFileError naming the file and key."""
+    data = parse_yaml(text, where)
     try:
         return Catalog.model_validate(data if data is not None else {})
     except ValidationError as exc:
-        raise DataError(f"{where}: {_problem(exc)}") from None
+        raise UserFileError(where, describe(exc, Catalog)) from None
 
 
 def read_catalog(path: Path) -> Catalog:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DataError(f"sources file {path}: {exc.strerror or exc}") from None
-    return parse_catalog(text, f"sources file {path}")
+    return parse_catalog(read_text(path, "sources file"), f"sources file {path}")
 
 
 def shipped_catalog() -> Catalog:

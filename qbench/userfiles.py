@@ -404,17 +404,28 @@ def _where(loc: tuple[Any, ...]) -> str:
 
 def _section(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The model class that the mapping at `loc` is read into (for 'known keys')."""
-    cls: Any = model
+    cls: type[BaseModel] | None = model
     for part in loc:
+        if cls is None:
+            return None
         if isinstance(part, int):
             continue
-        field = cls.model_fields.get(part) if isinstance(cls, type) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        inner = [a for a in getattr(annotation, "__args__", ()) if isinstance(a, type)]
-        cls = annotation if isinstance(annotation, type) else (inner[0] if inner else None)
-    return cls if isinstance(cls, type) and issubclass(cls, BaseModel) else None
+        field = cls.model_fields.get(part)
+        # a mapping or list of models (dict[str, list[Source]]): the keys and indexes between
+        # here and the model's own keys are skipped with the model found inside
+        cls = _model_in(field.annotation) if field is not None else (
+            cls if cls is not model and part not in cls.model_fields else None)
+    return cls
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (itself, or inside Optional/list/dict), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None
 
 
 __all__ = ["MAX_DEPTH", "MAX_JSON_BYTES", "MAX_NODES", "MAX_YAML_BYTES", "JsonLine",

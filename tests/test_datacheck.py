@@ -100,6 +100,7 @@ def test_unknown_split_is_reported_not_raised(tmp_path, capsys):
 
 def test_per_task_path_overrides_the_data_root(tmp_path, capsys):
     build_koniq(tmp_path / "elsewhere", folder="my-koniq-copy")
+    (tmp_path / "empty").mkdir()
     code = main(["data", "check", "--tasks", "koniq", "--data-root", str(tmp_path / "empty"),
                  "--data", f"koniq={tmp_path / 'elsewhere' / 'my-koniq-copy'}", "--no-decode"])
     assert code == 1   # a fixture is not the published 2,010 images

@@ -333,6 +333,9 @@ def test_no_fetch_and_offline_leave_the_hub_alone(hub, tmp_path, monkeypatch, ca
     serve_koniq(hub)
     args = ["run", "--model", "stats", "--tasks", "koniq", "--data-root", str(tmp_path / "d"),
             "--output", str(tmp_path / "r"), "--no-progress"]
+    assert main([*args, "--no-fetch"]) == 2     # a data root that is not there: a typo
+    assert "--data-root" in capsys.readouterr().err
+    (tmp_path / "d").mkdir()
     assert main([*args, "--no-fetch"]) == 1     # nothing ran
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert main(args) == 1

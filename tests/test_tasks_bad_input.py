@@ -36,7 +36,8 @@ def test_run_skips_a_task_without_data_and_says_where_it_looked(tmp_path, capsys
                  "--tasks", "csiq", "--data-root", str(tmp_path), "--output", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 2   # the predictions file is missing: one line, before any task
-    assert "predictions file not found" in err and "Traceback" not in err
+    assert f"--model-path {tmp_path / 'p.csv'}: no such file or folder" in err
+    assert "Traceback" not in err
     (tmp_path / "p.csv").write_text("image,score\nx.png,1\n")
     code = main(["run", "--model", "precomputed", "--model-path", str(tmp_path / "p.csv"),
                  "--tasks", "csiq", "--data-root", str(tmp_path), "--output", str(tmp_path / "o"),
