@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from .rundir import RunView
 from .scoring import Difference, Scored, paired_differences
@@ -94,7 +95,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from tabulate import tabulate
     a, b = (RunView.load(path).require_tasks() for path in (args.run_a, args.run_b))
     for note in a.notes + b.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{escape(note)}[/]", soft_wrap=True, highlight=False)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     rows = comparison_rows(compare_runs(a, b, tasks, resamples=args.resamples, level=args.level,
                                         seed=args.seed))

@@ -83,13 +83,18 @@ def write_text(path: Path, text: str) -> None:
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Replace `path` with what `write` puts in a temporary file of its own beside it (a kill
     never leaves half a file, and two writers never share one)."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:   # a full or read-only disk says which file it was writing
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         os.fchmod(handle, 0o644)   # mkstemp makes 0600: results are shared files
         os.close(handle)
         write(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise

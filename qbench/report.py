@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 from scipy import stats
 
 from . import metrics
@@ -471,7 +472,7 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
                           level=args.level, seed=args.seed)
     html_path, md_path = write_report(report, args.output or runs[0].path / "report")
     for note in report.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{escape(note)}[/]", soft_wrap=True, highlight=False)
     console.print(f"wrote {html_path}\nwrote {md_path}")
     return 0
 

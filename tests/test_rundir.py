@@ -297,3 +297,34 @@ def test_a_full_disk_names_the_prediction_log(tmp_path, monkeypatch, capsys):
     assert code == 2 and "Traceback" not in err
     assert f"cannot use {tmp_path / 'out' / 'r' / 'predictions.jsonl'}: No space left on device" in err
     assert len((tmp_path / "out" / "r" / "predictions.jsonl").read_text().splitlines()) == 4
+
+
+def test_a_full_disk_while_writing_the_manifest_names_it_and_leaves_no_temporary(
+        tmp_path, monkeypatch, capsys):
+    import errno
+
+    from qbench import manifest as mf
+
+    (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
+    monkeypatch.setenv("RT_ROOT", str(tmp_path))
+
+    def full(self, text, encoding=None):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(mf.Path, "write_text", full)
+    code = main(["run", "--model", "rt-model", "--tasks", "rt-score", "--no-progress",
+                 "--output", str(tmp_path / "out"), "--run-name", "r"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "Traceback" not in err
+    assert f"cannot use {tmp_path / 'out' / 'r' / 'manifest.json'}: No space left on device" in err
+    assert not list((tmp_path / "out" / "r").glob(".*.tmp"))
+
+
+def test_a_killed_writers_temporary_files_are_removed_by_the_next_writer(tmp_path, monkeypatch):
+    (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
+    monkeypatch.setenv("RT_ROOT", str(tmp_path))
+    first = run(rt_config(tmp_path / "out", tasks=["rt-score"], run_name="r"))
+    left = [first.run_dir / ".manifest.json.abc123.tmp", tmp_path / "out" / ".leaderboard.csv.x.tmp"]
+    for path in left:
+        path.write_text("{half a fi")   # what a kill -9 mid-write leaves
+    run(rt_config(tmp_path / "out", tasks=["rt-score"], run_name="r"))
+    assert not any(path.exists() for path in left)
