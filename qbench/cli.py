@@ -59,8 +59,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         console.print("[yellow]interrupted: finished samples are saved; run the same command "
                       "again to resume[/]")
         return 130
-    if not result.main:   # a launcher's other ranks: rank 0 reports for all
-        return result.exit_code
+    if not result.main:   # a launcher's other ranks: rank 0 reports (and exits) for all
+        return 0
     for outcome in result.outcomes:
         if outcome.skipped:
             how = f"; {manual[outcome.task]}" if outcome.task in manual else ""
@@ -69,7 +69,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if not result.ran:
         console.print("[red]qbench: error: no task could run[/]")
         return 1
-    return summarise(result, console, "run folder")
+    code = summarise(result, console, "run folder")
+    if result.launched and code:
+        console.print(f"qbench: the launcher reports rank 0's exit status {code} as a failed "
+                      "process and exits 1 itself; the run folder is complete, and the status "
+                      "above is the run's", highlight=False)
+    return code
 
 
 def summarise(result: RunResult, console: Console, label: str) -> int:

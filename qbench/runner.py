@@ -123,6 +123,7 @@ class RunResult:
     outcomes: list[TaskOutcome]
     notes: list[str] = field(default_factory=list)
     main: bool = True   # rank 0 of a launcher (or the only process): the one that reports
+    launched: bool = False   # under torchrun / accelerate launch
 
     @property
     def ran(self) -> list[TaskOutcome]:
@@ -461,7 +462,7 @@ def run_ranks(config: RunConfig, console: Console, ranks: Ranks) -> RunResult:
     if ranks.main:
         leaderboard, board_notes = rebuild_leaderboard(config.output_dir)
         notes += board_notes
-    return RunResult(folder.path, leaderboard, outcomes, notes, ranks.main)
+    return RunResult(folder.path, leaderboard, outcomes, notes, ranks.main, ranks.parallel)
 
 
 def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunConfig,

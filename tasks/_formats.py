@@ -11,7 +11,7 @@ import math
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path, PurePosixPath
@@ -266,10 +266,15 @@ def _dropped_note(meta: Path, read: int, reasons: dict[str, int]) -> list[str]:
     return [f"dropped {sum(reasons.values())} of {read} records of {meta.name}: {why}"]
 
 
-def read_deqa(folder: Path, meta: Path) -> MetaRows:
+def read_deqa(folder: Path, meta: Path,
+              images: Callable[[], dict[str, Path]] | None = None) -> MetaRows:
     """Rows of a DeQA-Score meta file (`{image, gt_score, gt_score_norm, ...}`); gt_score is
-    kept raw. The caller reads its direction off gt_score_norm (see `direction_of`)."""
+    kept raw. The caller reads its direction off gt_score_norm (see `direction_of`). An image
+    not at its listed path is looked up by file name in `images()` (built only then): archives
+    of the same images lay them out otherwise (pyiqa's PIPAL: Dist_Imgs/ for images/)."""
     rows, norms, reasons = [], [], Counter()
+    index: dict[str, Path] | None = None
+    moved = 0
     records = read_json_records(meta)
     for record in records:
         if not isinstance(record, dict) or "image" not in record:
@@ -284,11 +289,18 @@ def read_deqa(folder: Path, meta: Path) -> MetaRows:
             reasons["with a 'gt_score_norm' outside [1, 5]"] += 1
             continue
         image = str(record["image"])
-        rows.append(ScoreRow(safe_path(deqa_base(folder, image), image, meta), score,
-                             meta={"deqa_id": record.get("id")}))
+        path = safe_path(deqa_base(folder, image), image, meta)
+        if images is not None and not path.exists():
+            index = images() if index is None else index
+            if (found := index.get(name_key(image))) is not None:
+                path, moved = found, moved + 1
+        rows.append(ScoreRow(path, score, meta={"deqa_id": record.get("id")}))
         norms.append(norm)
-    return MetaRows(rows, norms, len(records), sum(reasons.values()),
-                    _dropped_note(meta, len(records), dict(reasons)))
+    notes = _dropped_note(meta, len(records), dict(reasons))
+    if moved:
+        notes.append(f"{moved} images of {meta.name} found by file name in {folder}, not at the "
+                     "path the meta lists")
+    return MetaRows(rows, norms, len(records), sum(reasons.values()), notes)
 
 
 def direction_of(rows: MetaRows, declared_lower_better: bool, meta: Path) -> tuple[bool, list[str]]:

@@ -167,7 +167,8 @@ class ScoreTask(Task):
                 if s.native == "*" or (s.native is not None and s.names)]
 
     def load_deqa(self, folder: Path, meta: Path, split: str, spec: Split) -> TaskData:
-        found = read_deqa(folder, meta)
+        found = read_deqa(folder, meta, lambda: index_images(
+            [folder / f for f in self.image_folders] + [folder]))
         return self.from_meta(found, folder, meta, split, spec, "deqa", "DeQA-Score meta",
                               *direction_of(found, self.lower_better, meta))
 

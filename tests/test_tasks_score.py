@@ -356,6 +356,16 @@ def test_deqa_dmos_already_flipped_is_read_as_higher_better(tmp_path):
     assert any("higher-is-better in this file" in note for note in metrics["notes"])
 
 
+def test_deqa_images_laid_out_elsewhere_are_found_by_file_name(tmp_path):
+    """An archive of the same images in another layout (pyiqa's PIPAL: Dist_Imgs/ where the
+    meta lists images/Distortion_1/): each image is found by its name, and the task says so."""
+    build_deqa(tmp_path, "PIPAL", "test_pipal_5k.json", n=6)
+    (tmp_path / "PIPAL" / "images").rename(tmp_path / "PIPAL" / "Dist_Imgs")
+    data = get_task("pipal").load(tmp_path / "PIPAL", "test")
+    assert all(Path(s.images[0]).is_file() and "Dist_Imgs" in s.images[0] for s in data.samples)
+    assert any("6 images of test_pipal_5k.json found by file name" in n for n in data.notes)
+
+
 def test_meta_without_gt_score_norm_is_rescaled_over_the_file(tmp_path):
     records = [{"image": f"SPAQ/images/{i}.png", "gt_score": value}
                for i, value in enumerate((20.0, 60.0, 40.0, 100.0))]
