@@ -148,5 +148,10 @@ def format_table(frame: pd.DataFrame, fmt: str = "simple", columns: list[str] | 
         rows.append(cells)
     align = ["right" if pd.api.types.is_numeric_dtype(frame[c]) and c != "deviates" else "left"
              for c in columns]
-    return tabulate(rows, headers=list(columns), tablefmt=fmt, disable_numparse=True,
-                    colalign=align)
+    return tabulate(rows, headers=[HEADINGS.get(c, c) for c in columns], tablefmt=fmt,
+                    disable_numparse=True, colalign=align)
+
+
+# Shorter headings of the printed tables (the CSV keeps the column names)
+HEADINGS = {"parsed_fraction": "parsed", "plcc_logistic": "plcc_log", "rmse_logistic": "rmse_log",
+            "class_acc_mean": "class_acc", "level_acc_mean": "level_acc"}
