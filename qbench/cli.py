@@ -119,6 +119,13 @@ def summarise(result: RunResult, console: Console, label: str) -> int:
 LIST_WIDTH = 100   # `qbench list` fits a terminal of this many columns
 
 
+def _paragraph(text: str) -> str:
+    """`text` in lines of LIST_WIDTH, the later ones indented; a path is never broken."""
+    import textwrap
+    return textwrap.fill(text, LIST_WIDTH, subsequent_indent="    ", break_long_words=False,
+                         break_on_hyphens=False)
+
+
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
@@ -126,8 +133,6 @@ def _fit(text: str, width: int) -> str:
 def cmd_list(args: argparse.Namespace, console: Console) -> int:
     """Tasks with the state of their data, where each default split comes from, and models with
     the state of their weights, in LIST_WIDTH columns (details: `qbench data check`)."""
-    import textwrap
-
     from tabulate import tabulate
 
     from .sources import load_catalog
@@ -137,20 +142,20 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     data_root = args.data_root or settings.data_root
     print(f"data root: {data_root}\n(qbench data check: files and counts; qbench fetch: "
           "downloads)\n")
-    rows, splits = [], []
+    tasks, splits = [], []
     for name in sorted(TASKS):
         task = TASKS[name]()
         try:
             status = f"ready: {task.locate(data_root, settings.data.get(name))}"
-        except DataError:
-            status = "not found"
-        rows.append([name, task.kind, task.default_split, _fit(status, 50)])
+        except DataError as exc:
+            status = f"not found: {str(exc).removeprefix(name + ': ')}"
+        tasks.append(_paragraph(f"{name} ({task.kind}, default split {task.default_split}): "
+                                f"{status}"))
         where = task.split_help(task.default_split)
-        splits += textwrap.wrap(f"{name}: {', '.join(task.splits)} (default "
-                                f"{task.default_split}){': ' + where if where else ''}",
-                                LIST_WIDTH, subsequent_indent="    ")
-    print(tabulate(rows, headers=["task", "kind", "default split", "data"]))
-    print("\nsplits (where several sources are named, the first one found defines the split):")
+        splits.append(_paragraph(f"{name}: {', '.join(task.splits)}"
+                                 f"{': ' + where if where else ''}"))
+    print("tasks:\n" + "\n".join(tasks) + "\n")
+    print("splits (where several sources are named, the first one found defines the split):")
     print("\n".join(splits) + "\n")
     rows = []
     fetchable = set(load_catalog().models)

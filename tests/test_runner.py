@@ -98,7 +98,7 @@ def test_include_registers_task_and_model_for_list(tmp_path, capsys):
     make_toy_data(tmp_path / "data" / "toy", n=5)
     assert main(["--include", str(PLUGIN), "list", "--data-root", str(tmp_path / "data")]) == 0
     out = capsys.readouterr().out
-    assert "toy-luma" in out and f"ready: {tmp_path / 'data' / 'toy'}" in out
+    assert "toy-luma" in out and f"ready: {tmp_path / 'data' / 'toy'}" in out.replace("\n    ", " ")
 
 
 def test_entry_point_plugins_are_loaded(tmp_path, installed_distribution):

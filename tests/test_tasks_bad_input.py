@@ -52,11 +52,11 @@ def test_list_marks_each_task_ready_or_not_found_with_its_path(tmp_path, capsys)
     build_koniq(tmp_path)
     assert main(["list", "--data-root", str(tmp_path)]) == 0
     rows: dict[str, list[str]] = {}
-    for line in capsys.readouterr().out.splitlines():
-        if line.strip():
-            rows.setdefault(line.split()[0], []).append(line)
+    for entry in capsys.readouterr().out.replace("\n    ", " ").splitlines():  # wrapped lines
+        if entry.strip():
+            rows.setdefault(entry.split()[0].rstrip(":"), []).append(entry)
     status, splits = rows["koniq"]
-    assert f"ready: {tmp_path / 'koniq'}" in status and " qalign-test " in status
+    assert f"ready: {tmp_path / 'koniq'}" in status and "default split qalign-test" in status
     assert "DeQA meta test_koniq_*.json > Q-Align test_koniq.json > " in splits
     assert "+ packaged list qalign_koniq_test.txt (deqa 2,010, qalign 2,010, native 2,010)" in splits
     assert rows["pipal"][1].endswith("DeQA meta test_pipal_*.json (no published count)")
