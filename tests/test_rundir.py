@@ -24,6 +24,9 @@ from qbench.rundir import REJECTED, RunView
 from qbench.runner import RunConfig, merge, run
 
 PLUGIN = Path(__file__).with_name("rt_plugin.py")
+# Bootstrap resamples of these tests: enough to compare intervals exactly, few enough that the
+# logistic PLCC's refits (one curve_fit per resample) stay cheap
+RESAMPLES = 30
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +36,7 @@ def rt_plugin():
 
 def rt_config(output: Path, **kw) -> RunConfig:
     defaults = dict(model="rt-model", tasks=["rt-score", "rt-degradation", "rt-comparison"],
-                    output_dir=output, batch_size=7, progress=False, ci_resamples=100)
+                    output_dir=output, batch_size=7, progress=False, ci_resamples=RESAMPLES)
     return RunConfig(**(defaults | kw))
 
 
@@ -85,10 +88,10 @@ def test_round_trip_run_shards_merge_compare_report_agree(tmp_path_factory, monk
     assert score["srcc"] > 0.5   # both directions oriented: a good model correlates positively
     view_whole, view_merged = RunView.load(whole.run_dir), RunView.load(merged.run_dir)
     assert view_merged.manifest.tasks["rt-score"]["lower_better"] is lower_truth
-    for c in compare_runs(view_whole, view_merged, resamples=100):
+    for c in compare_runs(view_whole, view_merged, resamples=RESAMPLES):
         assert c.difference.result.difference == pytest.approx(0, abs=1e-12)
         assert c.difference.verdict == "no significant difference"
-    report = build_report([view_merged], resamples=100)
+    report = build_report([view_merged], resamples=RESAMPLES)
     row = next(r for r in report.leaderboard.rows if r[2] == "rt-score")
     srcc = report.leaderboard.columns.index("srcc")
     ci = score["ci"]["srcc"]
