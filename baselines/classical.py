@@ -29,7 +29,7 @@ from PIL import Image
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
 from qbench.backends.vlm import resolve_device
-from qbench.model import Timer
+from qbench.core.model import Timer
 
 
 def score_one(score: Callable[[Sequence[Image.Image]], Prediction],

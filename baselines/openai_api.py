@@ -32,10 +32,10 @@ from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_
 from qbench.backends.answers import predictions_from_answers
 from qbench.backends.decoding import Decoding, checkpoint_defaults, openai_sampling_fields
 from qbench.backends.http import ChatClient, EndpointSettings, openai_messages
-from qbench.model import Timer
-from qbench.protocol import build_messages
+from qbench.core.model import Timer
+from qbench.core.protocol import build_messages
 
-from .qinsight import DEFAULT_DECODING, decoding_for
+from qbench.baselines.qinsight import DEFAULT_DECODING, decoding_for
 
 EXTENSION_FIELDS = ("top_k", "repetition_penalty")
 

@@ -22,17 +22,8 @@ from typing import Any
 import pandas as pd
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
-from qbench.protocol import CHOICES, canonical_class, canonical_level
-from qbench.userfiles import (
-    MAX_JSON_BYTES,
-    UserFileError,
-    parse_json,
-    parse_jsonl,
-    read_text,
-    shown,
-    shown_key,
-    shown_names,
-)
+from qbench.core.protocol import CHOICES, canonical_class, canonical_level
+from qbench.core.userfiles import MAX_JSON_BYTES, UserFileError, parse_json, parse_jsonl, read_text, shown, shown_key, shown_names
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

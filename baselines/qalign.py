@@ -36,7 +36,7 @@ from qbench.backends.vlm import (LoadSettings, chat_prompt, expected_level, free
                                  input_builder, is_cuda, level_token_ids, load_hf_vlm,
                                  next_token_logits, require_model_dir, resolve_device,
                                  torch_dtype)
-from qbench.model import Timer
+from qbench.core.model import Timer
 
 LEVEL_QUESTION = "How would you rate the quality of this image?"
 LEVEL_ANSWER_PREFIX = "The quality of the image is"

@@ -43,9 +43,9 @@ from qbench.backends.vlm import (Generation, Generator, LoadSettings, Transforme
                                  VLLMGenerator, VLLMSettings, chat_prompt, load_hf_vlm,
                                  load_processor, prepare_generation, require_model_dir,
                                  resolve_device, resolve_dtype)
-from qbench.fetch import weights_source
-from qbench.model import Timer
-from qbench.protocol import build_messages
+from qbench.data.fetch import weights_source
+from qbench.core.model import Timer
+from qbench.core.protocol import build_messages
 
 DEMO_SCRIPTS = "bytedance/Q-Insight src/eval/demo_{score,dist,comparison}.py"
 DECODING_PRESETS: dict[str, DecodingPreset] = {

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from qbench import Model, ModelConfig, Prediction, Sample, register_model
-from qbench.protocol import CLASSES, LEVELS
+from qbench.core.protocol import CLASSES, LEVELS
 
 FEATURES = ("log_noise", "sharpness", "blockiness", "p99_luma", "mean_luma", "log_lapvar",
             "reblur", "flat_blocks")

@@ -37,7 +37,7 @@ from skimage import data
 
 from qbench import ModelConfig, Sample, create_model
 from qbench.backends.vlm import expected_level, model_inputs
-from qbench.tiny import build_tiny_qwen2_5_vl
+from qbench.testing.tiny import build_tiny_qwen2_5_vl
 
 
 def photographs(n: int) -> list[list[Image.Image]]:

@@ -1,4 +1,4 @@
-"""Vectorised bootstrap (qbench.uncertainty) against the plain loop of scipy calls it replaces,
+"""Vectorised bootstrap (qbench.scoring.bootstrap) against the plain loop of scipy calls it replaces,
 on one synthetic test set of a common size (KonIQ's 2,010 test images), in one run.
 
     OMP_NUM_THREADS=1 python benchmarks/bootstrap_speed.py [--n 2010] [--resamples 1000]
@@ -13,7 +13,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from qbench.uncertainty import bootstrap_interval, pearson_statistic, spearman_statistic
+from qbench.scoring.bootstrap import bootstrap_interval, pearson_statistic, spearman_statistic
 
 
 def loop_interval(correlate, x: np.ndarray, y: np.ndarray, resamples: int, seed: int

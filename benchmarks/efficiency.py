@@ -3,7 +3,7 @@ model on the CPU) and `gpu_throughput.py` (the 7B architecture on a GPU):
 
     samples/s through the adapter   images in, scores out, each batch's inputs built on a worker
                                     thread while the batch before it runs, as `qbench run` and
-                                    `qbench score` do it (qbench.images.prepare_ahead)
+                                    `qbench score` do it (qbench.data.images.prepare_ahead)
     ÷ samples/s of the bare forward the network alone on inputs built (and moved to the
                                     device) beforehand
 
@@ -71,7 +71,7 @@ def level_token_efficiency(model, images: Sequence[Sequence[Image.Image]], batch
     import torch
 
     from qbench.backends.vlm import to_device
-    from qbench.images import LoadedBatch, prepare_ahead
+    from qbench.data.images import LoadedBatch, prepare_ahead
 
     samples = [Sample(id=str(i), task="bench", kind="score", images=("x",))
                for i in range(len(images))]

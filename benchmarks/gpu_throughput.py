@@ -3,7 +3,7 @@ with random bf16 weights built directly on the GPU (its config.json written out,
 downloaded), run through qbench's own adapters end to end on synthetic 1024x768 images
 (KonIQ's size) with a fixed number of generated tokens. Every configuration goes through the
 runner's path: each batch's inputs built on a worker thread while the batch before it runs
-(qbench.images.prepare_ahead), pinned and copied without blocking.
+(qbench.data.images.prepare_ahead), pinned and copied without blocking.
 
   transformers, batch 1        the released demos' way: one image per `generate` (demo sampling)
   transformers, batch B1, B2   batched left-padded generation at two sizes
@@ -108,7 +108,7 @@ def gpu_plan() -> Plan:
 
 
 def dry_run_plan() -> Plan:
-    from qbench.tiny import MAX_PIXELS, TINY_TEXT, TINY_VISION
+    from qbench.testing.tiny import MAX_PIXELS, TINY_TEXT, TINY_VISION
     return Plan(device="cpu", dtype="float32", text=TINY_TEXT, vision=TINY_VISION,
                 max_pixels=MAX_PIXELS, new_tokens=8, single_images=2, batch_sizes=(2, 4),
                 batched_images=8, level_batch=4, efficiency_images=8, vllm_images=8,
@@ -151,7 +151,7 @@ def build_model(plan: Plan, folder: Path):
     the planned dtype; config, processor and generation config written to `folder`."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
-    from qbench.tiny import ROPE_THETA, qwen2_5_vl_config, tiny_processor
+    from qbench.testing.tiny import ROPE_THETA, qwen2_5_vl_config, tiny_processor
 
     processor = tiny_processor(max_pixels=plan.max_pixels)
     tokenizer = processor.tokenizer
@@ -212,7 +212,7 @@ def measure(label: str, model, images, batch: int, budget_s: float, device: str,
     on a worker thread while the batch before it runs) until `images` are done or `budget_s`
     is spent."""
     from qbench import Sample
-    from qbench.images import LoadedBatch, prepare_ahead
+    from qbench.data.images import LoadedBatch, prepare_ahead
     result = Measured(label)
     reset_peak(device)
     before = tokens.tokens if tokens else 0

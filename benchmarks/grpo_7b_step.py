@@ -68,7 +68,7 @@ def write_checkpoint(plan: Plan, folder: Path) -> Path:
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    from qbench.tiny import ROPE_THETA, build_tiny_qwen2_5_vl, qwen2_5_vl_config, tiny_processor
+    from qbench.testing.tiny import ROPE_THETA, build_tiny_qwen2_5_vl, qwen2_5_vl_config, tiny_processor
     if plan.tiny:
         return build_tiny_qwen2_5_vl(folder)
     processor = tiny_processor(max_pixels=QWEN2_5_VL_MAX_PIXELS)

@@ -78,7 +78,7 @@ import yaml
 from PIL import Image
 
 from qbench import Sample, Task, TaskData, register_task
-from qbench.protocol import build_messages
+from qbench.core.protocol import build_messages
 
 TASK = "grpo-learns-brightness"
 LEVEL_GAINS = {1: 0.45, 3: 0.75, 5: 1.0}   # quality level → brightness multiplier
@@ -303,7 +303,7 @@ def eval_job(model: Path, folder: Path, results: Path, name: str) -> Job:
 def read_evaluation(results: Path, name: str) -> dict:
     """`qbench run`'s metrics for the held-out split, plus the share of its answers in the
     released format (the format reward's test, read from predictions.jsonl)."""
-    from qbench.protocol import format_ok
+    from qbench.core.protocol import format_ok
     run_dir = results / name
     metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))[TASK]
     rows = [json.loads(line) for line in
@@ -333,7 +333,7 @@ def cpu_seconds() -> float:
 def experiment(plan: Plan, work: Path) -> dict:
     import torch
 
-    from qbench.tiny import build_tiny_qwen2_5_vl
+    from qbench.testing.tiny import build_tiny_qwen2_5_vl
     torch.set_num_threads(1)
     clock, load_start = time.perf_counter(), os.getloadavg()[0]
     seconds: dict[str, float] = {}

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from qbench import Model, Prediction, Sample, Task, TaskData, register_model, register_task
-from qbench.registry import load_plugins
-from qbench.runner import RunConfig, run
+from qbench.core.registry import load_plugins
+from qbench.run.runner import RunConfig, run
 
 
 @register_task

@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from qbench.cli import main as qbench
-from qbench.runner import RunConfig, run
+from qbench.cli.main import main as qbench
+from qbench.run.runner import RunConfig, run
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run",

@@ -18,23 +18,7 @@ from typing import ClassVar
 
 from qbench import DataError, Sample, Task, TaskData
 
-from ._formats import (
-    MetaRows,
-    ScoreRow,
-    check_inside,
-    direction_of,
-    drop_note,
-    find_meta,
-    index_images,
-    keep_first,
-    read_deqa,
-    read_name_list,
-    read_qalign,
-    relative_id,
-    rescale,
-    select_listed,
-    usable_score,
-)
+from qbench.tasks._formats import MetaRows, ScoreRow, check_inside, direction_of, drop_note, find_meta, index_images, keep_first, read_deqa, read_name_list, read_qalign, relative_id, rescale, select_listed, usable_score
 
 
 @dataclass(frozen=True)

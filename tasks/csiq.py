@@ -10,8 +10,8 @@ from pathlib import Path
 
 from qbench import register_task
 
-from ._formats import ScoreRow, index_images, read_xlsx
-from ._score import NativeTable, ScoreTask, Split
+from qbench.tasks._formats import ScoreRow, index_images, read_xlsx
+from qbench.tasks._score import NativeTable, ScoreTask, Split
 
 SHEET_FILE = "csiq.DMOS.xlsx"
 # The sheet's dst_type words where the image file names spell the type differently.

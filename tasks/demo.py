@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 
 from qbench import Sample, Task, TaskData, register_task
-from qbench.protocol import LEVELS
+from qbench.core.protocol import LEVELS
 
-from .dq495k import read_dq_meta
-from .synthetic import generate
+from qbench.tasks.dq495k import read_dq_meta
+from qbench.tasks.synthetic import generate
 
 DEMO_VERSION = 1  # bump when the generator changes, so caches are rebuilt
 

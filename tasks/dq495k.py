@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from qbench import DataError, Sample, Task, TaskData, register_task
-from qbench.protocol import canonical_class, canonical_level
+from qbench.core.protocol import canonical_class, canonical_level
 
-from ._formats import drop_note, read_json_records, safe_path
+from qbench.tasks._formats import drop_note, read_json_records, safe_path
 
 META_FORMS = ("{split}.json", "{split}.jsonl", "metas/{split}")  # tried in this order
 

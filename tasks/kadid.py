@@ -8,8 +8,8 @@ from pathlib import Path
 
 from qbench import register_task
 
-from ._formats import ScoreRow, read_csv
-from ._score import NativeTable, ScoreTask, Split
+from qbench.tasks._formats import ScoreRow, read_csv
+from qbench.tasks._score import NativeTable, ScoreTask, Split
 
 
 @register_task

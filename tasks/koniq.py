@@ -14,8 +14,8 @@ from pathlib import Path
 
 from qbench import DataError, register_task
 
-from ._formats import ScoreRow, read_csv
-from ._score import NativeTable, ScoreTask, Split
+from qbench.tasks._formats import ScoreRow, read_csv
+from qbench.tasks._score import NativeTable, ScoreTask, Split
 
 SETS_CSV = "koniq10k_distributions_sets.csv"
 SCORES_CSV = "koniq10k_scores_and_distributions.csv"

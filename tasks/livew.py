@@ -11,8 +11,8 @@ import scipy.io
 
 from qbench import DataError, register_task
 
-from ._formats import ScoreRow, index_images
-from ._score import NativeTable, ScoreTask, Split
+from qbench.tasks._formats import ScoreRow, index_images
+from qbench.tasks._score import NativeTable, ScoreTask, Split
 
 NAMES_MAT, MOS_MAT = "Data/AllImages_release.mat", "Data/AllMOS_release.mat"
 TRAINING_IMAGES = 7

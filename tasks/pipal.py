@@ -9,8 +9,8 @@ from pathlib import Path
 
 from qbench import DataError, register_task
 
-from ._formats import ScoreRow, index_images, read_name_scores
-from ._score import NativeTable, ScoreTask, Split
+from qbench.tasks._formats import ScoreRow, index_images, read_name_scores
+from qbench.tasks._score import NativeTable, ScoreTask, Split
 
 
 @register_task

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from qbench import DataError, register_task
 
-from ._formats import ScoreRow, read_xlsx
-from ._score import NativeTable, ScoreTask, Split
+from qbench.tasks._formats import ScoreRow, read_xlsx
+from qbench.tasks._score import NativeTable, ScoreTask, Split
 
 SHEET_FILE = "Annotations/MOS and Image attribute scores.xlsx"
 PUBLISHED_SHORT_SIDE = 512

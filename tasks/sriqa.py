@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 
 from qbench import DataError, Sample, Task, TaskData, register_task
-from qbench.metrics import orient, pair_order, pairwise_accuracy
-from qbench.scoring import Scored, group_accuracy, metric
+from qbench.scoring.formulas import orient, pair_order, pairwise_accuracy
+from qbench.scoring.metrics import Scored, group_accuracy, metric
 
-from ._formats import check_inside, drop_note, index_images, read_name_scores, relative_id, rescale
+from qbench.tasks._formats import check_inside, drop_note, index_images, read_name_scores, relative_id, rescale
 
 # metric name -> MOS folder. The first is the full set that ground truth is taken from.
 SUBSETS = {"acc": "MOS", "reg_acc": "MOS_Reg", "gen_acc": "MOS_Gen"}

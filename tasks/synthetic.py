@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from qbench.protocol import DISTORTIONS, LEVELS
+from qbench.core.protocol import DISTORTIONS, LEVELS
 
 # Severity parameters per level 1..5 (slight … catastrophic).
 NOISE_SIGMA = (6.0, 12.0, 22.0, 36.0, 56.0)       # Gaussian noise std on 0..255

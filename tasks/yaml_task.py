@@ -37,12 +37,12 @@ from pydantic import (BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, Str
                       StrictStr, ValidationError, field_validator, model_validator)
 
 from qbench import DataError, DataNotFound, Sample, Task, TaskData
-from qbench.kinds import kind_of
-from qbench.protocol import canonical_class, canonical_level, parse_choice
-from qbench.registry import TASKS, RegistryError, is_task_file, register_task
-from qbench.userfiles import UserFileError, describe, load_yaml, shown, shown_key, shown_names
+from qbench.core.kinds import kind_of
+from qbench.core.protocol import canonical_class, canonical_level, parse_choice
+from qbench.core.registry import TASKS, RegistryError, is_task_file, register_task
+from qbench.core.userfiles import UserFileError, describe, load_yaml, shown, shown_key, shown_names
 
-from ._formats import ScoreRow, keep_first, relative_id, rescale, safe_path, usable_score
+from qbench.tasks._formats import ScoreRow, keep_first, relative_id, rescale, safe_path, usable_score
 
 DEFAULT_SPLIT = "test"
 
@@ -513,7 +513,7 @@ def check_columns(spec: TaskSpec, table: Annotations | None, path: Path) -> list
 def register_task_file(path: str | Path) -> str:
     """Register the task a YAML file defines and return its name. The same file again is a
     no-op; a name another task already has is an error naming both. Call after the built-in
-    tasks are registered (qbench.registry.include_task_file does)."""
+    tasks are registered (qbench.core.registry.include_task_file does)."""
     path = Path(path).expanduser()
     # one file by any path (a symlink, `sub/../x.yaml`) is the same task, not a clash
     existing = {cls.task_file.resolve(): name for name, cls in TASKS.items()

@@ -45,7 +45,7 @@ def installed_distribution(tmp_path, monkeypatch):
     """`install(name, entry_points)`: a distribution `name` 1.0 on a fresh site folder
     (tmp_path/site, where the test writes its modules) declaring `entry_points` (the text of
     entry_points.txt); the registry loads plugins again on next use. Returns the site folder."""
-    from qbench import registry
+    from qbench.core import registry
 
     def install(name: str, entry_points: str) -> Path:
         site = tmp_path / "site"

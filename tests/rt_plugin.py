@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from qbench import Model, Prediction, Sample, Task, TaskData, register_model, register_task
-from qbench.protocol import CHOICES, CLASSES, LEVELS
+from qbench.core.protocol import CHOICES, CLASSES, LEVELS
 
 
 class RoundTripTask(Task):

@@ -16,7 +16,7 @@ from PIL import Image
 from skimage import data
 
 from qbench import ModelConfig, ModelError, Sample, create_model
-from qbench.runner import RunConfig, run
+from qbench.run.runner import RunConfig, run
 
 torch.set_num_threads(1)
 

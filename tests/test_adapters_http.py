@@ -21,8 +21,8 @@ from PIL import Image
 
 from qbench import ModelConfig, ModelError, Sample, create_model
 from qbench.backends.http import retry_after_s
-from qbench.protocol import COMPARISON_LEAD, SCORE_QUESTION, SYSTEM_PROMPT
-from qbench.runner import RunConfig, run
+from qbench.core.protocol import COMPARISON_LEAD, SCORE_QUESTION, SYSTEM_PROMPT
+from qbench.run.runner import RunConfig, run
 
 
 @dataclass

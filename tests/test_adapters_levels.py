@@ -15,8 +15,8 @@ from PIL import Image
 from qbench import ModelConfig, ModelError, Sample, create_model
 from qbench.backends.vlm import expected_level, level_token_ids
 from qbench.baselines.qalign import LEVEL_ANSWER_PREFIX, LEVEL_QUESTION, LEVEL_WORDS
-from qbench.images import load_image, prefetch_batches
-from qbench.tiny import build_tiny_qwen2_5_vl
+from qbench.data.images import load_image, prefetch_batches
+from qbench.testing.tiny import build_tiny_qwen2_5_vl
 
 torch.set_num_threads(1)
 

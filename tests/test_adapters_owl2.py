@@ -21,7 +21,7 @@ from qbench import ModelConfig, ModelError, Sample, create_model
 from qbench.baselines.mplug_owl2 import (CLIP_MEAN, CLIP_STD, IMAGE_INDEX, Owl2ImageProcessor,
                                          Owl2Tokenizer, load_mplug_owl2, write_tiny_checkpoint)
 from qbench.baselines.qalign import LEVEL_WORDS, OWL2_CONVERSATIONS, SWAPPED_PROMPT
-from qbench.cli import main
+from qbench.cli.main import main
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]

@@ -26,10 +26,9 @@ from qbench.backends.vlm import (TransformersGenerator, chat_prompt, load_hf_vlm
                                  model_inputs, resolve_dtype, transformers_generate_kwargs,
                                  vllm_requests)
 from qbench.baselines.qinsight import DECODING_PRESETS, QInsight
-from qbench.protocol import (COMPARISON_LEAD, DEGRADATION_QUESTION, SCORE_QUESTION, SYSTEM_PROMPT,
-                             build_messages)
-from qbench.runner import RunConfig, run
-from qbench.tiny import build_tiny_qwen2_5_vl
+from qbench.core.protocol import COMPARISON_LEAD, DEGRADATION_QUESTION, SCORE_QUESTION, SYSTEM_PROMPT, build_messages
+from qbench.run.runner import RunConfig, run
+from qbench.testing.tiny import build_tiny_qwen2_5_vl
 
 torch.set_num_threads(1)
 VISION = "<|vision_start|><|image_pad|><|vision_end|>"

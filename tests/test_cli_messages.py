@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from qbench.cli import main
+from qbench.cli.main import main
 
 
 def test_version(capsys):

@@ -9,9 +9,9 @@ from pathlib import Path
 from PIL import Image
 from test_tasks_score import build_koniq
 
-from qbench.cli import main
-from qbench.datacheck import check_task
-from qbench.registry import get_task
+from qbench.cli.main import main
+from qbench.data.check import check_task
+from qbench.core.registry import get_task
 
 
 def build_faulty_kadid(root: Path) -> None:

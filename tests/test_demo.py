@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from qbench.cli import main
+from qbench.cli.main import main
 from qbench.tasks import synthetic
 
 

@@ -81,7 +81,7 @@ def test_each_launcher_rank_gets_its_own_vllm_gpus():
     import pytest
 
     from qbench.backends.vlm import rank_gpus
-    from qbench.model import ModelError
+    from qbench.core.model import ModelError
     assert rank_gpus(0, 2, "0,1,2,3") == "0,1" and rank_gpus(1, 2, "0,1,2,3") == "2,3"
     assert rank_gpus(2, 1, "4,5,6") == "6"
     with pytest.raises(ModelError, match=r"launcher rank 1 needs GPUs 2..3 for "

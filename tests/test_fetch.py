@@ -18,10 +18,10 @@ import pytest
 from hub_server import Hold
 from PIL import Image
 
-from qbench.cli import main
-from qbench.fetch import weights_source
-from qbench.settings import weights_path
-from qbench.sources import shipped_catalog
+from qbench.cli.main import main
+from qbench.data.fetch import weights_source
+from qbench.core.settings import weights_path
+from qbench.data.sources import shipped_catalog
 
 QALIGN = "q-future/q-align-datasets"
 DEQA = "zhiyuanyou/Data-DeQA-Score"

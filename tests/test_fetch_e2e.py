@@ -16,9 +16,9 @@ from PIL import Image
 from qbench.baselines.qinsight import VQ_QUESTION, VQ_THINKING, VisualQualityR1
 
 from qbench import ModelConfig, Sample
-from qbench.cli import main
-from qbench.sources import shipped_catalog
-from qbench.tiny import build_tiny_qwen2_5_vl, tiny_processor
+from qbench.cli.main import main
+from qbench.data.sources import shipped_catalog
+from qbench.testing.tiny import build_tiny_qwen2_5_vl, tiny_processor
 
 TABLE1 = ("koniq", "spaq", "kadid", "pipal", "livew", "agiqa3k", "csiq")
 

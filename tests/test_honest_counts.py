@@ -13,11 +13,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from helpers import make_toy_data
-from qbench import DataError, registry
-from qbench.cli import main
-from qbench.results import read_leaderboard
-from qbench.rundir import Manifest
-from qbench.runner import RunConfig, merge, run
+from qbench import DataError
+from qbench.core import registry
+from qbench.cli.main import main
+from qbench.results.leaderboard import read_leaderboard
+from qbench.run.folder import Manifest
+from qbench.run.runner import RunConfig, merge, run
 
 PLUGIN = Path(__file__).with_name("toy_plugin.py")
 

@@ -12,10 +12,10 @@ import openpyxl
 import pytest
 from PIL import Image
 
-from qbench.images import ImageError, downscale_short_side, load_image, prefetch_batches, to_rgb8
-from qbench.records import Sample
-from qbench.registry import get_task
-from qbench.runner import RunConfig, run
+from qbench.data.images import ImageError, downscale_short_side, load_image, prefetch_batches, to_rgb8
+from qbench.core.records import Sample
+from qbench.core.registry import get_task
+from qbench.run.runner import RunConfig, run
 
 GRADIENT = np.linspace(0, 65535, 64 * 256).reshape(64, 256).astype(np.uint16)
 
@@ -75,7 +75,7 @@ def test_spaq_protocol_resize_is_the_default_recorded_and_can_be_turned_off(tmp_
     task = get_task("spaq")
     data = task.load(tmp_path / "spaq", "all")
     assert {s.resize_short_side for s in data.samples} == {512} and data.options == {"resize_short_side": 512}
-    from qbench.images import load_sample_images
+    from qbench.data.images import load_sample_images
     assert [load_sample_images(s)[0].size for s in data.samples] == [(683, 512), (512, 910), (300, 200)]
     off = get_task("spaq", {"resize_short_side": None}).load(tmp_path / "spaq", "all")
     assert {s.resize_short_side for s in off.samples} == {None}
@@ -222,6 +222,6 @@ def test_a_socket_or_an_unreadable_file_is_an_error_saying_which(tmp_path, monke
 
     def refused(path, flags):   # as open(2) answers a file without read permission (not root)
         raise PermissionError(13, "Permission denied", path)
-    monkeypatch.setattr("qbench.images.os.open", refused)
+    monkeypatch.setattr("qbench.data.images.os.open", refused)
     with pytest.raises(ImageError, match=r"cannot open .*locked\.png: Permission denied$"):
         load_image(str(locked))

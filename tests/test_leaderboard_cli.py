@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 
-from qbench.cli import main
+from qbench.cli.main import main
 
 from helpers import fake_run_folder
 

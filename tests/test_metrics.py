@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from qbench import metrics
-from qbench.records import Prediction, Sample
-from qbench.scoring import Conventions, Scored, evaluate
+from qbench.scoring import formulas as metrics
+from qbench.core.records import Prediction, Sample
+from qbench.scoring.metrics import Conventions, Scored, evaluate
 
 
 def score_task(pred, gt, gt_norm=None, **conventions) -> dict:

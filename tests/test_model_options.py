@@ -3,8 +3,8 @@ refuse a typo or a value of the wrong type. Model names are given once, to class
 import pytest
 
 from qbench import Model, ModelConfig, ModelError, register_model
-from qbench.cli import main
-from qbench.registry import MODEL_FAMILIES, MODELS, RegistryError, create_model, load_plugins
+from qbench.cli.main import main
+from qbench.core.registry import MODEL_FAMILIES, MODELS, RegistryError, create_model, load_plugins
 
 load_plugins()
 EVERY_MODEL = sorted(MODELS) + [f"{family}:member" for family in sorted(MODEL_FAMILIES)]

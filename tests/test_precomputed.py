@@ -4,7 +4,7 @@ import pytest
 
 from qbench import ModelConfig, ModelError, Sample
 from qbench.baselines.precomputed import PrecomputedModel
-from qbench.cli import main
+from qbench.cli.main import main
 
 
 def model_for(path, **options) -> PrecomputedModel:

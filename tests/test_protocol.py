@@ -2,8 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qbench.protocol import (CLASSES, LEVELS, build_messages, canonical_class, format_ok,
-                             parse_answer)
+from qbench.core.protocol import CLASSES, LEVELS, build_messages, canonical_class, format_ok, parse_answer
 
 WELL_FORMED = '<think>Sharp edges, little noise.</think><answer>{"rating": 3.87}</answer>'
 

@@ -5,8 +5,8 @@ import pytest
 from qbench import DataError
 from qbench.baselines.published import (COLUMNS, PLCC_COLUMN, PublishedFigure, leaderboard_rows,
                                         load_published)
-from qbench.cli import main
-from qbench.results import rebuild_leaderboard
+from qbench.cli.main import main
+from qbench.results.leaderboard import rebuild_leaderboard
 
 from helpers import fake_run_folder
 

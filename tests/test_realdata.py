@@ -22,9 +22,9 @@ from realdata import (
 from scipy import stats
 
 from qbench import ModelError
-from qbench.cli import main
-from qbench.registry import create_model, get_task
-from qbench.model import ModelConfig
+from qbench.cli.main import main
+from qbench.core.registry import create_model, get_task
+from qbench.core.model import ModelConfig
 from qbench.tasks._formats import read_name_list
 
 # ------------------------------------------------------------------- the whole real files

@@ -13,13 +13,13 @@ from PIL import Image
 
 from qbench import DataError, Model, Sample, Task, TaskData, register_model, register_task
 from qbench.baselines.published import PublishedFigure
-from qbench.cli import main
-from qbench.compare import compare_runs
-from qbench.rundir import RunView, records_digest, sealed
-from qbench.model import predictions_from_texts
-from qbench.protocol import CLASSES, LEVELS
-from qbench.report import build_report, render_html, render_markdown
-from qbench.runner import RunConfig, run
+from qbench.cli.main import main
+from qbench.results.compare import compare_runs
+from qbench.run.folder import RunView, records_digest, sealed
+from qbench.core.model import predictions_from_texts
+from qbench.core.protocol import CLASSES, LEVELS
+from qbench.results.report import build_report, render_html, render_markdown
+from qbench.run.runner import RunConfig, run
 
 N = 60
 

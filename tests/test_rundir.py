@@ -15,13 +15,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from qbench import DataError, registry
-from qbench.cli import main
-from qbench.compare import compare_runs
-from qbench.report import build_report
-from qbench.results import read_leaderboard
-from qbench.rundir import REJECTED, RunView
-from qbench.runner import RunConfig, merge, run
+from qbench import DataError
+from qbench.core import registry
+from qbench.cli.main import main
+from qbench.results.compare import compare_runs
+from qbench.results.report import build_report
+from qbench.results.leaderboard import read_leaderboard
+from qbench.run.folder import REJECTED, RunView
+from qbench.run.runner import RunConfig, merge, run
 
 PLUGIN = Path(__file__).with_name("rt_plugin.py")
 # Bootstrap resamples of these tests: enough to compare intervals exactly, few enough that the
@@ -246,9 +247,9 @@ def test_the_same_command_twice_at_once_loses_and_duplicates_nothing(tmp_path):
 def test_a_new_metric_with_an_interval_is_one_registration(tmp_path, monkeypatch):
     """Registering a metric is all it takes for run, intervals, leaderboard, compare and report
     to carry it (here: mean absolute error, lower is better, bootstrapped per sample)."""
-    from qbench import scoring
-    from qbench.scoring import metric, per_sample
-    from qbench.uncertainty import looped
+    from qbench.scoring import metrics as scoring
+    from qbench.scoring.metrics import metric, per_sample
+    from qbench.scoring.bootstrap import looped
 
     def mean_abs(x, y):
         return float(np.mean(np.abs(x - y)))
@@ -280,7 +281,7 @@ def test_a_full_disk_names_the_prediction_log(tmp_path, monkeypatch, capsys):
     """ENOSPC while appending predictions: one line naming the file, finished work kept."""
     import errno
 
-    from qbench import rundir
+    from qbench.run import folder as rundir
 
     (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
     monkeypatch.setenv("RT_ROOT", str(tmp_path))
@@ -306,7 +307,7 @@ def test_a_full_disk_while_writing_the_manifest_names_it_and_leaves_no_temporary
         tmp_path, monkeypatch, capsys):
     import errno
 
-    from qbench import manifest as mf
+    from qbench.core import provenance as mf
 
     (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
     monkeypatch.setenv("RT_ROOT", str(tmp_path))

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from qbench import registry
-from qbench.cli import main
-from qbench.results import read_leaderboard
-from qbench.runner import RunConfig, merge, run
+from qbench.core import registry
+from qbench.cli.main import main
+from qbench.results.leaderboard import read_leaderboard
+from qbench.run.runner import RunConfig, merge, run
 
 from helpers import make_toy_data
 
@@ -210,8 +210,8 @@ def test_every_run_option_is_one_runconfig_field():
     the field's value (an option added to RunConfig needs no other edit)."""
     import dataclasses
 
-    from qbench.cli import build_parser
-    from qbench.options import flags, from_args
+    from qbench.cli.main import build_parser
+    from qbench.core.options import flags, from_args
     argv = ["run", "--model", "m", "--tasks", "a,b", "--model-path", "/w", "--model-arg", "k=1",
             "--model-arg", "t=true", "--data-root", "/d", "--data", "a=/x", "--split", "s",
             "--batch-size", "3", "--limit", "5", "--seed", "7", "--shard", "1/4", "--output", "/o",

@@ -14,14 +14,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from qbench import Model, registry
-from qbench.cli import build_parser, main
-from qbench.images import load_image
-from qbench.model import predictions_from_texts
-from qbench.options import flags, from_args
-from qbench.registry import create_model
-from qbench.runner import DEFAULT_MAX_FAILURE_RATE, RunConfig
-from qbench.score_images import ScoreConfig, samples_of, score_images, this_shard
+from qbench import Model
+from qbench.core import registry
+from qbench.cli.main import build_parser, main
+from qbench.data.images import load_image
+from qbench.core.model import predictions_from_texts
+from qbench.core.options import flags, from_args
+from qbench.core.registry import create_model
+from qbench.run.runner import DEFAULT_MAX_FAILURE_RATE, RunConfig
+from qbench.run.score import ScoreConfig, samples_of, score_images, this_shard
 
 PLUGIN = Path(__file__).with_name("toy_plugin.py")
 

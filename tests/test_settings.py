@@ -1,7 +1,7 @@
 import pytest
 
-from qbench.cli import main
-from qbench.settings import UserSettings, user_settings, weights_path
+from qbench.cli.main import main
+from qbench.core.settings import UserSettings, user_settings, weights_path
 
 
 @pytest.fixture

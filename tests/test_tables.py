@@ -1,4 +1,4 @@
-"""Paper-style tables (qbench.tables) on a fixed set of measured leaderboard rows and published
+"""Paper-style tables (qbench.results.tables) on a fixed set of measured leaderboard rows and published
 figures: layout, PLCC convention marks, the mean column, deviation marks, and the text, markdown,
 LaTeX and CSV forms (LaTeX checked structurally)."""
 from __future__ import annotations
@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from qbench.baselines.published import PublishedFigure, load_published
-from qbench.tables import (TABLE1_DATASETS, Cell, degradation_table, latex_escape, paper_table,
-                           render, score_table, sriqa_table)
+from qbench.results.tables import TABLE1_DATASETS, Cell, degradation_table, latex_escape, paper_table, render, score_table, sriqa_table
 
 LABELS = ["KonIQ", "SPAQ", "KADID", "PIPAL", "LIVE-W", "AGIQA", "CSIQ"]
 

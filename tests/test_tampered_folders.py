@@ -12,10 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qbench import registry
-from qbench.cli import main
-from qbench.results import read_leaderboard
-from qbench.runner import RunConfig, run
+from qbench.core import registry
+from qbench.cli.main import main
+from qbench.results.leaderboard import read_leaderboard
+from qbench.run.runner import RunConfig, run
 
 PLUGIN = Path(__file__).with_name("rt_plugin.py")
 
@@ -150,7 +150,7 @@ def test_any_field_replaced_by_any_value_never_crashes_nor_shows(two_runs, tmp_p
     unchanged = container[key] == value and type(container[key]) is type(value)
     container[key] = value
     path.write_text(json.dumps(data))
-    from qbench.results import rebuild_leaderboard
+    from qbench.results.leaderboard import rebuild_leaderboard
     board, notes = rebuild_leaderboard(results)
     after = read_leaderboard(board)
     shown_b = after[after["run_id"] == "b"]

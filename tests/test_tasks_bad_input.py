@@ -12,9 +12,9 @@ import scipy.io
 from test_tasks_score import build_csiq, build_deqa, build_koniq, build_livew, build_pipal, build_spaq
 
 from qbench import DataError, DataNotFound
-from qbench.cli import main
-from qbench.registry import get_task
-from qbench.runner import RunConfig, run
+from qbench.cli.main import main
+from qbench.core.registry import get_task
+from qbench.run.runner import RunConfig, run
 
 TOY_PLUGIN = Path(__file__).with_name("toy_plugin.py")
 

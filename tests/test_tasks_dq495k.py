@@ -12,8 +12,8 @@ from PIL import Image
 from qbench.tasks.synthetic import generate
 
 from qbench import DataError
-from qbench.registry import get_task
-from qbench.runner import RunConfig, run
+from qbench.core.registry import get_task
+from qbench.run.runner import RunConfig, run
 
 CLASS_WORDS = ("noise", "blur", "JPEG", "compression", "darken")   # JPEG and compression: one class
 CANONICAL = {"noise": "noise", "blur": "blur", "JPEG": "jpeg", "compression": "jpeg", "darken": "darken"}

@@ -1,6 +1,6 @@
 """The seven score benchmarks, each read from a small fixture in its native release format and
 in the DeQA-Score meta format, run end to end with the `precomputed` model; the metrics are
-checked against scipy computed here, independently of qbench.metrics."""
+checked against scipy computed here, independently of qbench.scoring.formulas."""
 from __future__ import annotations
 
 import json
@@ -13,8 +13,8 @@ import scipy.io
 from PIL import Image
 from scipy import stats
 
-from qbench.registry import get_task
-from qbench.runner import RunConfig, run
+from qbench.core.registry import get_task
+from qbench.run.runner import RunConfig, run
 from qbench.tasks._formats import read_name_list
 from realdata import AGIQA_LINES, KONIQ_QALIGN_EXCLUDED, KONIQ_SETS_HEADER, KONIQ_SETS_LINES
 

@@ -12,8 +12,8 @@ from PIL import Image
 from scipy import stats
 
 from qbench import DataError
-from qbench.registry import get_task
-from qbench.runner import RunConfig, run
+from qbench.core.registry import get_task
+from qbench.run.runner import RunConfig, run
 
 REG = ("SwinIR", "RealESRNet")
 GEN = ("Real-ESRGAN", "BSRGAN", "StableSR")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from qbench.protocol import build_messages
-from qbench.tiny import MAX_PIXELS, build_tiny_qwen2_5_vl
+from qbench.core.protocol import build_messages
+from qbench.testing.tiny import MAX_PIXELS, build_tiny_qwen2_5_vl
 
 torch.set_num_threads(1)
 

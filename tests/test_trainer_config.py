@@ -181,7 +181,7 @@ def test_issue_13_overrides_at_train_check_load_neither_torch_nor_trl(tmp_path):
     one line on stderr, before torch or TRL is imported."""
     path = write_config(tmp_path)
     cases = [[f"{k}={v}" for k, v in overrides.items()] for overrides, _ in ISSUE_13]
-    probe = ("import sys, json, io, contextlib; from qbench.cli import main; out = []\n"
+    probe = ("import sys, json, io, contextlib; from qbench.cli.main import main; out = []\n"
              f"for sets in {cases!r}:\n"
              "    err = io.StringIO()\n"
              "    with contextlib.redirect_stderr(err):\n"
@@ -279,7 +279,7 @@ def test_the_yaml_is_read_with_the_user_file_limits(tmp_path):
 @pytest.mark.slow
 def test_cli_reports_a_bad_config_in_one_line_without_loading_torch(tmp_path):
     path = write_config(tmp_path)
-    probe = ("import sys, json; from qbench.cli import main; code = main(['train', '--config', "
+    probe = ("import sys, json; from qbench.cli.main import main; code = main(['train', '--config', "
              f"{str(path)!r}, '--set', 'model.path={tmp_path / 'nowhere'}']); "
              "print(json.dumps([code, 'torch' in sys.modules, 'trl' in sys.modules]))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,

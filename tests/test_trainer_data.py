@@ -10,8 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from qbench.protocol import build_messages
-from qbench.task import DataError
+from qbench.core.protocol import build_messages
+from qbench.core.task import DataError
 from qbench.trainer.config import (ComparisonSource, ConfigError, DataSettings, DegradationSource,
                                    RewardSettings, ScoreSource)
 from qbench.trainer.data import (collect_samples, read_comparison_pairs, synthetic_folder,
@@ -181,7 +181,7 @@ def test_synthetic_degradations_generated_once_and_never_over_foreign_files(tmp_
 
 
 def test_train_check_validates_config_and_data_without_a_model(sources, tmp_path, capsys):
-    from qbench.cli import main as qbench_main
+    from qbench.cli.main import main as qbench_main
 
     model = tmp_path / "base"
     model.mkdir()
@@ -206,8 +206,8 @@ def test_train_check_validates_config_and_data_without_a_model(sources, tmp_path
 
 
 def test_evaluation_tasks_are_checked_before_training(sources, tmp_path):
-    from qbench.registry import RegistryError
-    from qbench.task import DataNotFound
+    from qbench.core.registry import RegistryError
+    from qbench.core.task import DataNotFound
     from qbench.trainer.config import EvalSettings
     from qbench.trainer.data import check_eval_tasks
 
@@ -233,7 +233,7 @@ def test_evaluation_options_are_run_options_by_their_runconfig_names():
     """eval takes `every` and any `qbench run` option under its RunConfig name, typed as there."""
     from pydantic import ValidationError
 
-    from qbench.runner import RunConfig
+    from qbench.run.runner import RunConfig
     from qbench.trainer.config import EvalSettings
     settings = EvalSettings(every=5, tasks=["koniq", "spaq"], limit="20", data_root="data",
                             task_options={"spaq": {"resize_short_side": None}})

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from qbench.cli import main as qbench_main
-from qbench.tiny import build_tiny_qwen2_5_vl
+from qbench.cli.main import main as qbench_main
+from qbench.testing.tiny import build_tiny_qwen2_5_vl
 from qbench.trainer.config import (ComparisonSource, DataSettings, DegradationSource,
                                    EvalSettings, GRPOSettings, LoraSettings, ModelSettings,
                                    ScoreSource, TrainConfig, load_config)

@@ -33,10 +33,10 @@ import pytest
 import torch
 from PIL import Image
 
-from qbench.protocol import build_messages
-from qbench.registry import get_task
-from qbench.runner import load_split
-from qbench.tiny import build_tiny_qwen2_5_vl
+from qbench.core.protocol import build_messages
+from qbench.core.registry import get_task
+from qbench.run.runner import load_split
+from qbench.testing.tiny import build_tiny_qwen2_5_vl
 from qbench.trainer import train as train_module
 from qbench.trainer.config import (MAX_PIXELS, MIN_PIXELS, DataSettings, GRPOSettings,
                                    ModelSettings, ScoreSource, TrainConfig)

@@ -1,15 +1,14 @@
-"""Bootstrap intervals and the paired bootstrap (qbench.uncertainty)."""
+"""Bootstrap intervals and the paired bootstrap (qbench.scoring.bootstrap)."""
 import math
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from qbench.protocol import CLASSES, LEVELS
-from qbench.records import Prediction, Sample
-from qbench.scoring import Conventions, Scored, evaluate, intervals
-from qbench.uncertainty import (accuracy_statistic, bootstrap_interval, looped, paired_bootstrap,
-                                pearson_statistic, ratio_statistic, spearman_statistic)
+from qbench.core.protocol import CLASSES, LEVELS
+from qbench.core.records import Prediction, Sample
+from qbench.scoring.metrics import Conventions, Scored, evaluate, intervals
+from qbench.scoring.bootstrap import accuracy_statistic, bootstrap_interval, looped, paired_bootstrap, pearson_statistic, ratio_statistic, spearman_statistic
 
 
 def bivariate(rng, n, rho):

@@ -17,20 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from qbench.userfiles import (
-    MAX_DEPTH,
-    MAX_NODES,
-    UserFileError,
-    describe,
-    load_json,
-    load_jsonl,
-    load_yaml,
-    parse_json,
-    parse_jsonl,
-    parse_yaml,
-    read_text,
-    shown,
-)
+from qbench.core.userfiles import MAX_DEPTH, MAX_NODES, UserFileError, describe, load_json, load_jsonl, load_yaml, parse_json, parse_jsonl, parse_yaml, read_text, shown
 
 
 def alias_bomb(key: str, under: str | None = None) -> str:
@@ -320,7 +307,7 @@ def test_bombs_and_deep_nesting_are_refused_within_limits_by_the_loader(tmp_path
     os.mkfifo(tmp_path / "pipe")   # no writer: a blocking open would wait forever
     result = limited("""
         import sys
-        from qbench.userfiles import UserFileError, load_json, load_jsonl, load_yaml
+        from qbench.core.userfiles import UserFileError, load_json, load_jsonl, load_yaml
         for name, load in [("bomb", load_yaml), ("flow", load_yaml), ("block", load_yaml),
                            ("json", load_json), ("json", load_jsonl), ("pipe", load_yaml)]:
             try:
@@ -376,7 +363,7 @@ def test_every_command_refuses_a_bomb_or_deep_file_in_one_line_within_limits(tmp
     ]
     probe = f"""
         import contextlib, io, json, os
-        from qbench.cli import main
+        from qbench.cli.main import main
         for env, argv, _ in {commands!r}:
             os.environ.pop("QBENCH_CONFIG", None)
             os.environ.update(env)

@@ -17,10 +17,11 @@ import yaml
 from PIL import Image
 from scipy import stats
 
-from qbench import DataError, registry
-from qbench.cli import main
-from qbench.registry import RegistryError, get_task
-from qbench.runner import expand_tasks, load_split
+from qbench import DataError
+from qbench.core import registry
+from qbench.cli.main import main
+from qbench.core.registry import RegistryError, get_task
+from qbench.run.runner import expand_tasks, load_split
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"
 

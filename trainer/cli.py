@@ -9,13 +9,13 @@ from rich.console import Console
 
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
-    from qbench.options import key_values
+    from qbench.core.options import key_values
 
-    from .config import load_config
+    from qbench.trainer.config import load_config
 
     config = load_config(args.config, overrides=key_values(args.set, "--set"))
     if args.check:
-        from .data import prepare_data
+        from qbench.trainer.data import prepare_data
         data = prepare_data(config, console)
         if data.problems:   # the same checks as `qbench data check`: counts, dropped, repeated
             console.print(f"config ok; the training data has {len(data.problems)} problem(s) "
@@ -23,7 +23,7 @@ def cmd_train(args: argparse.Namespace, console: Console) -> int:
             return 1
         console.print(f"config and data ok: {len(data.samples)} samples ({data.mix()})")
         return 0
-    from .train import train
+    from qbench.trainer.train import train
     try:
         result = train(config, console=console)
     except KeyboardInterrupt:

@@ -27,9 +27,9 @@ from typing import Annotated, Any, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
                       StringConstraints, ValidationError, field_validator, model_validator)
 
-from qbench.userfiles import UserFileError, describe, load_yaml, parse_yaml, shown
+from qbench.core.userfiles import UserFileError, describe, load_yaml, parse_yaml, shown
 
-from .trl_fields import GRPO_CONFIG_FIELDS, TRL_VERSION
+from qbench.trainer.trl_fields import GRPO_CONFIG_FIELDS, TRL_VERSION
 
 # U: mt.py:91-98 (the script's min/max_pixels defaults, passed to the processor, tr.py:297-298).
 MIN_PIXELS = 3136
@@ -298,7 +298,7 @@ class EvalSettings(Settings):
 
         from pydantic import TypeAdapter
 
-        from qbench.runner import RunConfig
+        from qbench.run.runner import RunConfig
         hints = typing.get_type_hints(RunConfig)
         given = dict(self.model_extra or {})
         unknown = sorted(set(given) - set(hints))
@@ -320,7 +320,7 @@ class EvalSettings(Settings):
     def run_config(self, **fixed: Any) -> Any:
         """The RunConfig of one evaluation: the defaults, the options given, then `fixed`
         (model_path, output_dir, run_name)."""
-        from qbench.runner import RunConfig
+        from qbench.run.runner import RunConfig
         return RunConfig(**(EVAL_DEFAULTS | dict(self.model_extra or {}) | {"progress": False}
                             | fixed))
 

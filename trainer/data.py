@@ -18,18 +18,17 @@ from typing import Any
 
 from rich.console import Console
 
-from qbench.images import ImageError, load_image
-from qbench.protocol import build_messages, parse_choice
-from qbench.records import Sample
-from qbench.registry import get_task
-from qbench.runner import load_split
-from qbench.task import DataError, TaskData
+from qbench.data.images import ImageError, load_image
+from qbench.core.protocol import build_messages, parse_choice
+from qbench.core.records import Sample
+from qbench.core.registry import get_task
+from qbench.run.runner import load_split
+from qbench.core.task import DataError, TaskData
 from qbench.tasks._formats import drop_note, read_json_records, safe_path
 from qbench.tasks.dq495k import read_dq_meta
 from qbench.tasks.synthetic import FIT_PHOTOS, bundled_photo, generate
 
-from .config import (ComparisonSource, ConfigError, DataSettings, DegradationSource,
-                     EvalSettings, ScoreSource, TrainConfig)
+from qbench.trainer.config import ComparisonSource, ConfigError, DataSettings, DegradationSource, EvalSettings, ScoreSource, TrainConfig
 
 SYNTHETIC_META = "train.json"
 

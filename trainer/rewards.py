@@ -13,7 +13,7 @@ Answers are read one of two ways (`rewards.answer_parser`):
              first <answer>…</answer> block; `"rating": <digits and dots>`; `"distortion_class":
              "<word>"` then `"severity": "<word>"`, both words exactly as the question lists
              them; a comparison answer exactly the label.
-  evaluator  qbench.protocol's lenient parser, the one `qbench run` scores with.
+  evaluator  qbench.core.protocol's lenient parser, the one `qbench run` scores with.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qbench.protocol import LEVELS, format_ok, parse_answer
+from qbench.core.protocol import LEVELS, format_ok, parse_answer
 
-from .config import RewardSettings
+from qbench.trainer.config import RewardSettings
 
 Reward = float | None
 

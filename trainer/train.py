@@ -16,11 +16,11 @@ from typing import Any
 
 from rich.console import Console
 
-from qbench import manifest as mf
+from qbench.core import provenance as mf
 
-from .config import ConfigError, EvalSettings, ModelSettings, TrainConfig, validate
-from .data import TrainingData, prepare_data, to_dataset
-from .rewards import reward_functions
+from qbench.trainer.config import ConfigError, EvalSettings, ModelSettings, TrainConfig, validate
+from qbench.trainer.data import TrainingData, prepare_data, to_dataset
+from qbench.trainer.rewards import reward_functions
 
 FINAL = "final"
 
@@ -101,7 +101,7 @@ def evaluate_checkpoint(checkpoint: Path, settings: EvalSettings, output_dir: Pa
                         run_name: str) -> dict[str, Any]:
     """Run the harness on a checkpoint: every number it reports, keyed eval/<task>/<metric>,
     and the reason of any task it skipped."""
-    from qbench.runner import run
+    from qbench.run.runner import run
     result = run(settings.run_config(model_path=checkpoint, output_dir=output_dir,
                                      run_name=run_name))
     found: dict[str, Any] = {}

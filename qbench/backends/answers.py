@@ -7,8 +7,8 @@ from collections import Counter
 from collections.abc import Sequence
 from statistics import fmean
 
-from ..model import predictions_from_texts
-from ..records import Prediction, Sample
+from qbench.core.model import predictions_from_texts
+from qbench.core.records import Prediction, Sample
 
 
 def combine(answers: list[Prediction]) -> Prediction:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..model import ModelError
+from qbench.core.model import ModelError
 
 TEMPERATURE_RANGE = (0.01, 2.0)        # sampling temperatures every backend takes as given
 REPETITION_PENALTY_MAX = 2.0           # vLLM 0.8 refuses more

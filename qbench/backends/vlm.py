@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from ..model import ModelError
-from .decoding import Decoding, vllm_sampling_kwargs
+from qbench.core.model import ModelError
+from qbench.backends.decoding import Decoding, vllm_sampling_kwargs
 
 DTYPES = ("bfloat16", "float16", "float32")
 

@@ -1,6 +1,6 @@
 """`qbench compare RUN_A RUN_B`: does run A beat run B on each task? A paired bootstrap of every
-headline metric's difference on the samples both runs answered (qbench.scoring declares the
-metrics and how each is resampled; qbench.rundir reads the folders)."""
+headline metric's difference on the samples both runs answered (qbench.scoring.metrics declares the
+metrics and how each is resampled; qbench.run.folder reads the folders)."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +12,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from .rundir import RunView
-from .scoring import Difference, Scored, paired_differences
-from .task import DataError
-from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES
+from qbench.run.folder import RunView
+from qbench.scoring.metrics import Difference, Scored, paired_differences
+from qbench.core.task import DataError
+from qbench.scoring.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
 
 
 @dataclass(frozen=True)

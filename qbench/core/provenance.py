@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .records import Sample
+from qbench.core.records import Sample
 
 _PACKAGES = ("qbench", "torch", "torchvision", "transformers", "vllm", "trl", "numpy", "scipy",
              "pillow", "pandas")

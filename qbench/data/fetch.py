@@ -1,5 +1,5 @@
 """`qbench fetch`: benchmark data and weights from the Hugging Face Hub, as the catalog
-(qbench/catalog.yaml) and the user's sources files say (qbench.sources), verified, unpacked
+(qbench/catalog.yaml) and the user's sources files say (qbench.data.sources), verified, unpacked
 safely and recorded. `qbench run` calls `fetch_missing` for what a run needs and lacks.
 
 Downloads go through huggingface_hub (its cache, HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN) at a
@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.markup import escape
 
-from .task import DataError, DataNotFound
+from qbench.core.task import DataError, DataNotFound
 
 if TYPE_CHECKING:
-    from .runner import RunConfig
-    from .sources import FileSpec, ModelSource, TaskSource
+    from qbench.run.runner import RunConfig
+    from qbench.data.sources import FileSpec, ModelSource, TaskSource
 
 RECORD = "qbench-source.json"          # in a fetched task folder: what filled it
 RECORD_VERSION = 1
@@ -406,7 +406,7 @@ def task_folder(name: str, sources: list[TaskSource], data_root: Path,
         raise FetchError(f"sources of task {name} name different folders: {sorted(folders)}")
     if folders:
         return data_root / folders.pop()
-    from .registry import get_task
+    from qbench.core.registry import get_task
     return get_task(name).candidates(data_root)[0]
 
 
@@ -430,8 +430,8 @@ def plan_task(hub: Hub, name: str, sources: list[TaskSource], folder: Path,
 def fetch_task(hub: Hub, plan: TaskFetch, console: Console) -> None:
     """Download and verify every file of the task, then assemble its folder beside it and
     rename it into place (the old one, if qbench filled it, is replaced)."""
-    from .manifest import write_json
-    from .rundir import locked, now
+    from qbench.core.provenance import write_json
+    from qbench.run.folder import locked, now
     plan.folder.parent.mkdir(parents=True, exist_ok=True)
     with locked(plan.folder.parent / ".qbench-fetch.lock", f"fetching into {plan.folder.parent}",
                 wait=True):
@@ -490,7 +490,7 @@ class ModelFetch:
 
 def stamp_path(source: ModelSource, commit: str) -> Path:
     """Where a verified set of weights is stamped (qbench's cache, not the hub's)."""
-    from .settings import cache_root
+    from qbench.core.settings import cache_root
     repo = f"{source.repo_type}s--{source.repo.replace('/', '--')}"
     name = source.subfolder.replace("/", "--") or "_"
     return cache_root() / "fetched" / repo / commit / f"{name}.json"
@@ -546,7 +546,7 @@ def plan_model(hub: Hub, name: str, source: ModelSource, commits: dict[tuple, st
 
 def fetch_model(hub: Hub, plan: ModelFetch, console: Console) -> Path:
     """Every file downloaded and verified, then stamped; the weights folder."""
-    from .manifest import write_json
+    from qbench.core.provenance import write_json
     entries = []
     for file in plan.files:
         path = download(hub, file, console)
@@ -572,7 +572,7 @@ def model_ready(hub: Hub, plan: ModelFetch) -> Path | None:
 def fetched_weights(model: str) -> Path | None:
     """The verified weights of a catalog model in the Hugging Face cache, without asking the
     hub (the revision as the cache last resolved it); None when there are none."""
-    from .sources import load_catalog
+    from qbench.data.sources import load_catalog
     source = load_catalog().models.get(model)
     if source is None:
         return None
@@ -639,10 +639,10 @@ def fetch_all(console: Console, hub: Hub, tasks: list[TaskFetch],
 
 
 def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
-    from .options import from_args, names
-    from .runner import RunConfig, expand_tasks
-    from .settings import user_settings
-    from .sources import load_catalog
+    from qbench.core.options import from_args, names
+    from qbench.run.runner import RunConfig, expand_tasks
+    from qbench.core.settings import user_settings
+    from qbench.data.sources import load_catalog
     settings = user_settings()
     config = from_args(RunConfig, args)
     catalog = load_catalog(args.sources)
@@ -682,10 +682,10 @@ def fetch_missing(config: RunConfig, console: Console) -> dict[str, str]:
     none were given, as far as the catalog has sources, listed with sizes, then fetched.
     Off under HF_HUB_OFFLINE=1 (and --no-fetch). Returns what to download by hand for the
     tasks the catalog cannot fetch (shown with their skip lines)."""
-    from .registry import get_task, model_class
-    from .runner import expand_tasks
-    from .settings import user_settings
-    from .sources import load_catalog
+    from qbench.core.registry import get_task, model_class
+    from qbench.run.runner import expand_tasks
+    from qbench.core.settings import user_settings
+    from qbench.data.sources import load_catalog
     hub = Hub.current()
     if hub.offline:
         return {}
@@ -733,8 +733,8 @@ def fetch_missing(config: RunConfig, console: Console) -> dict[str, str]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from .options import add_options, names
-    from .runner import RunConfig
+    from qbench.core.options import add_options, names
+    from qbench.run.runner import RunConfig
     p = subparsers.add_parser(
         "fetch", help="download, verify and lay out benchmark data and weights (Hugging Face "
                       "Hub; HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN)")

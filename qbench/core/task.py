@@ -1,6 +1,6 @@
 """The task interface: a benchmark declares what it is and how to find and read its files.
 Loading is its only job. Scoring follows from its kind through the metric registry
-(qbench.scoring); a task with a protocol of its own registers metrics for itself there."""
+(qbench.scoring.metrics); a task with a protocol of its own registers metrics for itself there."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .options import NoOptions, parse_options
-from .records import Kind, Sample
+from qbench.core.options import NoOptions, parse_options
+from qbench.core.records import Kind, Sample
 
 
 class DataError(Exception):
@@ -148,5 +148,5 @@ def _present(folder: Path, marker: str) -> bool:
 
 
 def default_data_root() -> Path | None:
-    from .settings import user_settings
+    from qbench.core.settings import user_settings
     return user_settings().data_root

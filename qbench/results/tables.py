@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from qbench.baselines.published import PAPER_MEAN, PublishedFigure
-from qbench.protocol import CLASS_DISPLAY, CLASSES, DISTORTIONS
+from qbench.core.protocol import CLASS_DISPLAY, CLASSES, DISTORTIONS
 
 TABLE1_DATASETS = ("koniq", "spaq", "kadid", "pipal", "livew", "agiqa3k", "csiq")
 DATASET_LABELS = {"koniq": "KonIQ", "spaq": "SPAQ", "kadid": "KADID", "pipal": "PIPAL",

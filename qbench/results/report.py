@@ -2,7 +2,7 @@
 markdown twin (plots as PNG files beside it) for one or more run folders:
 
 - paper tables first, as Q-Insight prints them (models down, datasets across; measured runs
-  beside the published figures, each marked; qbench.tables);
+  beside the published figures, each marked; qbench.results.tables);
 - the measured results: every run × task with bootstrap confidence intervals;
 - parse-failure rates per run and task;
 - per task and run: prediction vs MOS with the fitted 4-parameter logistic (score tasks), or the
@@ -29,14 +29,14 @@ from rich.console import Console
 from rich.markup import escape
 from scipy import stats
 
-from . import metrics
-from .compare import add_bootstrap_options
-from .kinds import Kind
-from .records import Prediction, Sample
-from .results import flatten, leaderboard_row, metric_order
-from .rundir import RunView
-from .scoring import Scored, intervals
-from .uncertainty import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval
+from qbench.scoring import formulas as metrics
+from qbench.results.compare import add_bootstrap_options
+from qbench.core.kinds import Kind
+from qbench.core.records import Prediction, Sample
+from qbench.results.leaderboard import flatten, leaderboard_row, metric_order
+from qbench.run.folder import RunView
+from qbench.scoring.metrics import Scored, intervals
+from qbench.scoring.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval
 
 TEXT_LIMIT = 1500   # characters of a transcript shown; the rest is summarised
 # A CI is shown only where its estimate is the metric the task reported. Fitted metrics (the
@@ -154,7 +154,7 @@ def leaderboard_table(runs: Sequence[RunView], intervals: dict[tuple[str, str], 
 def paper_tables(runs: Sequence[RunView], published: Sequence[Any], plcc: str) -> list[Table]:
     """The paper layouts these runs fill: Table 1 (the seven datasets, and any other score task
     measured), Table 2 for each degradation task, Table 6 for SRIQA-Bench."""
-    from .tables import TABLE1_DATASETS, SRIQA_TASKS, paper_table, plain, render
+    from qbench.results.tables import TABLE1_DATASETS, SRIQA_TASKS, paper_table, plain, render
     measured = pd.DataFrame([leaderboard_row(run.run_id, run.model, run.metrics[task], None)
                              for run in runs for task in run.tasks()
                              if run.metrics[task].get("status") != "failed"])

@@ -10,25 +10,23 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from .fetch import Hub, fetch_missing
-from .images import ImageError
-from .options import add_options, from_args, names, require_existing
-from .model import ModelError
-from .registry import (MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins,
-                       model_class)
-from .results import (format_table, read_leaderboard, rebuild_leaderboard, summary_columns,
-                      with_published)
-from .runner import RunConfig, RunResult, expand_tasks, merge, run
-from .settings import user_settings, weights_path
-from .task import DataError
+from qbench.data.fetch import Hub, fetch_missing
+from qbench.data.images import ImageError
+from qbench.core.options import add_options, from_args, names, require_existing
+from qbench.core.model import ModelError
+from qbench.core.registry import MODEL_FAMILIES, MODELS, TASKS, RegistryError, include, load_plugins, model_class
+from qbench.results.leaderboard import format_table, read_leaderboard, rebuild_leaderboard, summary_columns, with_published
+from qbench.run.runner import RunConfig, RunResult, expand_tasks, merge, run
+from qbench.core.settings import user_settings, weights_path
+from qbench.core.task import DataError
 
 USER_ERRORS = (DataError, ModelError, RegistryError, ImageError, ValueError, FileNotFoundError)
 INCLUDE_HELP = ("Python or task YAML file, or a folder of them, defining extra tasks and models "
                 "(repeatable; before or after the verb)")
 # Modules that add their own verbs: each defines add_parser(subparsers), whose parser sets
 # `func(args, console) -> exit code`. Heavy imports stay inside those functions.
-VERB_MODULES: tuple[str, ...] = ("qbench.datacheck", "qbench.trainer.cli", "qbench.compare",
-                                 "qbench.report", "qbench.score_images", "qbench.fetch")
+VERB_MODULES: tuple[str, ...] = ("qbench.data.check", "qbench.trainer.cli", "qbench.results.compare",
+                                 "qbench.results.report", "qbench.run.score", "qbench.data.fetch")
 
 
 
@@ -135,7 +133,7 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     the state of their weights, in LIST_WIDTH columns (details: `qbench data check`)."""
     from tabulate import tabulate
 
-    from .sources import load_catalog
+    from qbench.data.sources import load_catalog
     require_existing(args)
     load_plugins()
     settings = user_settings()
@@ -239,7 +237,7 @@ def print_paper_table(args: argparse.Namespace, frame, tasks: list[str] | None,
                       console: Console) -> int:
     """`--layout paper|degradation|sriqa`: models down, datasets across, as the papers print."""
     from qbench.baselines.published import load_published
-    from qbench.tables import TABLE1_DATASETS, paper_table, render
+    from qbench.results.tables import TABLE1_DATASETS, paper_table, render
     published = load_published() if args.published else []
     options: dict = {}
     if args.layout == "paper":

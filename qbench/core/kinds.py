@@ -1,14 +1,14 @@
 """The three kinds of question a task asks, declared once: which Sample fields hold the ground
 truth, which Prediction fields the answer, the labels of a classification kind, and how truth
-and answer read in a transcript. Scoring (qbench.scoring), the run folder, compare and report
+and answer read in a transcript. Scoring (qbench.scoring.metrics), the run folder, compare and report
 look a kind up here instead of switching on its name."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .protocol import CHOICES, CLASS_DISPLAY, CLASSES
-from .records import Prediction, Sample
+from qbench.core.protocol import CHOICES, CLASS_DISPLAY, CLASSES
+from qbench.core.records import Prediction, Sample
 
 
 def _number(value: float | None, digits: int = 4) -> str:

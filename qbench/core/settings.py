@@ -6,7 +6,7 @@ variables ($QBENCH_DATA_ROOT, $QBENCH_MODEL_ROOT), which override the config fil
     model_root: /models             # models' default folders (e.g. Q-Insight/score_degradation)
     data: {koniq: /mnt/koniq10k}    # one task's folder, anywhere
     models: {qinsight: /ckpt/q-insight}
-    sources: lab-sources.yaml       # replaces catalog entries of `qbench fetch` (qbench.sources)
+    sources: lab-sources.yaml       # replaces catalog entries of `qbench fetch` (qbench.data.sources)
 
 Without any of them the data root is $QBENCH_CACHE/data (~/.cache/qbench/data), where
 `qbench fetch` puts what it fetches.
@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
 )
 
-from .userfiles import UserFileError, describe, load_yaml, shown
+from qbench.core.userfiles import UserFileError, describe, load_yaml, shown
 
 
 def _text(value: Any) -> Any:
@@ -133,5 +133,5 @@ def weights_path(model: str, weights_folder: str | None, explicit: Path | None =
         else None
     if default is not None and default.exists():
         return default
-    from .fetch import fetched_weights
+    from qbench.data.fetch import fetched_weights
     return fetched_weights(model) or default

@@ -1,5 +1,5 @@
 """Bootstrap uncertainty: percentile confidence intervals of a statistic, and a paired bootstrap
-of the difference between two runs on the same units (qbench.scoring says which statistic each
+of the difference between two runs on the same units (qbench.scoring.metrics says which statistic each
 metric uses).
 
 Vectorised: a resample is a row of counts (how often each sample was drawn), so a statistic over

@@ -11,8 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .model import Model, ModelConfig, ModelError
-from .task import Task
+from qbench.core.model import Model, ModelConfig, ModelError
+from qbench.core.task import Task
 
 TASKS: dict[str, type[Task]] = {}
 MODELS: dict[str, type[Model]] = {}

@@ -29,7 +29,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from .userfiles import UserFileError, describe, parse_yaml, read_text
+from qbench.core.userfiles import UserFileError, describe, parse_yaml, read_text
 
 CATALOG_FILE = "catalog.yaml"
 
@@ -109,7 +109,7 @@ class Catalog(BaseModel):
 
 
 def parse_catalog(text: str, where: str) -> Catalog:
-    """A catalog or sources file's text, read with the user-file limits (qbench.userfiles), or a
+    """A catalog or sources file's text, read with the user-file limits (qbench.core.userfiles), or a
     one-line UserFileError naming the file and key."""
     data = parse_yaml(text, where)
     try:
@@ -123,13 +123,13 @@ def read_catalog(path: Path) -> Catalog:
 
 
 def shipped_catalog() -> Catalog:
-    text = (resources.files("qbench") / CATALOG_FILE).read_text(encoding="utf-8")
-    return parse_catalog(text, f"qbench/{CATALOG_FILE}")
+    text = (resources.files("qbench.data") / CATALOG_FILE).read_text(encoding="utf-8")
+    return parse_catalog(text, f"qbench/data/{CATALOG_FILE}")
 
 
 def load_catalog(extra: Path | None = None) -> Catalog:
     """The shipped catalog, then the config file's `sources:`, then `extra` (--sources)."""
-    from .settings import user_settings
+    from qbench.core.settings import user_settings
     catalog = shipped_catalog()
     for path in (user_settings().sources, extra):
         if path is not None:

@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
-from .records import Prediction, Sample
+from qbench.core.records import Prediction, Sample
 
 # qbench enforces its own limit (below) before decoding; PIL's bomb check would refuse a
 # deliberately raised --max-pixels at open time.

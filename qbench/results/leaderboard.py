@@ -10,9 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from . import manifest as mf
-from .rundir import MANIFEST, RunFolder, RunFolderError, locked
-from .scoring import headline_names
+from qbench.core import provenance as mf
+from qbench.run.folder import MANIFEST, RunFolder, RunFolderError, locked
+from qbench.scoring.metrics import headline_names
 
 LEADERBOARD = "leaderboard.csv"
 KEY_COLUMNS = ["source", "run_id", "model", "task", "split", "kind", "status", "deviates",

@@ -1,5 +1,5 @@
 """The runner: task loads samples → model predicts batches → predictions stream to JSONL →
-metrics aggregate → results are written (qbench.rundir). Re-running the same command resumes.
+metrics aggregate → results are written (qbench.run.folder). Re-running the same command resumes.
 
 A run that cannot be trusted does not pass: a task whose model failed on more than
 `max_failure_rate` of its samples (or on all of them) is marked failed, stops early, keeps no
@@ -22,20 +22,18 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
                            TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
 from rich.text import Text
 
-from . import manifest as mf
-from .images import DEFAULT_MAX_PIXELS, Finish, prefetch_batches
-from .model import Model, ModelConfig, ModelError
-from .options import (fraction, model_args, names, option, paths, positive, task_args,
-                      task_paths)
-from .options import shard as shard_of
-from .records import Prediction, Sample
-from .registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
-from .distributed import Ranks, launched, on_main
-from .results import LEADERBOARD, rebuild_leaderboard
-from .rundir import (SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError,
-                     RunView, TaskMetrics, now, records_digest, truth_of)
-from .scoring import Conventions, Scored, evaluate, intervals
-from .task import DataError, Task, TaskData
+from qbench.core import provenance as mf
+from qbench.data.images import DEFAULT_MAX_PIXELS, Finish, prefetch_batches
+from qbench.core.model import Model, ModelConfig, ModelError
+from qbench.core.options import fraction, model_args, names, option, paths, positive, task_args, task_paths
+from qbench.core.options import shard as shard_of
+from qbench.core.records import Prediction, Sample
+from qbench.core.registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
+from qbench.run.distributed import Ranks, launched, on_main
+from qbench.results.leaderboard import LEADERBOARD, rebuild_leaderboard
+from qbench.run.folder import SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError, RunView, TaskMetrics, now, records_digest, truth_of
+from qbench.scoring.metrics import Conventions, Scored, evaluate, intervals
+from qbench.core.task import DataError, Task, TaskData
 
 DEFAULT_MAX_FAILURE_RATE = 0.05
 # Exceptions a second try may not meet again: a dropped connection, a timeout, memory.
@@ -44,7 +42,7 @@ TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run; each field is also its `qbench run` option (qbench.options),
+    """Everything that defines a run; each field is also its `qbench run` option (qbench.core.options),
     so an option is declared here and nowhere else."""
 
     model: str = option("stats", flag="--model", help="model name (qbench list shows them)")
@@ -141,7 +139,7 @@ class RunResult:
 def expand_tasks(names: list[str]) -> list[str]:
     """`all` means every registered task that takes part in full runs (demos excluded); a name
     ending .yaml/.yml is a task file, registered under the name it defines."""
-    from .registry import include_task_file, is_task_file
+    from qbench.core.registry import include_task_file, is_task_file
     load_plugins()
     out: list[str] = []
     for name in names:
@@ -242,7 +240,7 @@ def load_split(task: Task, folder: Path, split: str) -> TaskData:
     if not data.split_source:
         data.split_source = data.source
     data.options = data.options or task.option_values()
-    from .fetch import read_record
+    from qbench.data.fetch import read_record
     data.fetched = read_record(folder)
     return data
 

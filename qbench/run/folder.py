@@ -39,12 +39,12 @@ from typing import Any, Literal, get_args
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
-from .kinds import kind_of
-from .manifest import write_json, write_text
-from .records import Prediction, Sample, Status
-from .scoring import METRICS as METRIC_REGISTRY
-from .scoring import Conventions, Scored
-from .task import DataError
+from qbench.core.kinds import kind_of
+from qbench.core.provenance import write_json, write_text
+from qbench.core.records import Prediction, Sample, Status
+from qbench.scoring.metrics import METRICS as METRIC_REGISTRY
+from qbench.scoring.metrics import Conventions, Scored
+from qbench.core.task import DataError
 
 # 3: manifest.json and each metrics.json entry carry a digest of their own content, and each
 # metrics entry the digest of the prediction records it was computed from.

@@ -12,10 +12,10 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
-from .options import NoOptions, parse_options
-from .protocol import parse_answer
-from .records import Prediction, Sample
-from .task import ModelConvention
+from qbench.core.options import NoOptions, parse_options
+from qbench.core.protocol import parse_answer
+from qbench.core.records import Prediction, Sample
+from qbench.core.task import ModelConvention
 
 
 class ModelError(Exception):
@@ -84,7 +84,7 @@ class Model(ABC):
         path = self.config.model_path
         if path is None or not Path(path).exists():
             return None
-        from .manifest import fingerprint_path
+        from qbench.core.provenance import fingerprint_path
         return fingerprint_path(Path(path))
 
     def close(self) -> None:

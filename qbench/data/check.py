@@ -13,8 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .images import ImageError, load_image
-from .task import DataError, Task
+from qbench.data.images import ImageError, load_image
+from qbench.core.task import DataError, Task
 
 SHOWN = 5  # ids listed per problem; the rest are counted
 
@@ -81,7 +81,7 @@ def _shown(root: Path, path: str) -> str:
 
 def check_task(task: Task, data_root: Path | None, override: Path | None = None,
                split: str | None = None, decode: bool = True, workers: int = 4) -> TaskCheck:
-    from .runner import load_split
+    from qbench.run.runner import load_split
     split = split or task.default_split
     check = TaskCheck(task.name, split)
     try:
@@ -152,11 +152,11 @@ def format_check(check: TaskCheck) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from .options import from_args, require_existing
+    from qbench.core.options import from_args, require_existing
     require_existing(args)
-    from .registry import get_task
-    from .runner import RunConfig, expand_tasks
-    from .settings import user_settings
+    from qbench.core.registry import get_task
+    from qbench.run.runner import RunConfig, expand_tasks
+    from qbench.core.settings import user_settings
     config = from_args(RunConfig, args)   # the same options as `run`, read the same way
     names = expand_tasks(config.tasks)
     settings = user_settings()   # flags override the environment and the config file, as in `run`
@@ -182,8 +182,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     verbs = data.add_subparsers(dest="data_command", required=True)
     p = verbs.add_parser("check", help="per task: files, counts, missing/unreadable/duplicate "
                          "images, train/test overlap")
-    from .options import add_options, names
-    from .runner import RunConfig
+    from qbench.core.options import add_options, names
+    from qbench.run.runner import RunConfig
     p.add_argument("--tasks", type=names, default=["all"], help="comma-separated task names, "
                    "'all' (the default), or task YAML files")
     add_options(p, RunConfig, only=("data_root", "data_paths", "split", "task_options"))

@@ -25,12 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics as m
-from .kinds import Kind, kind_of
-from .protocol import DISTORTIONS
-from .records import Prediction, Sample
-from .uncertainty import (Interval, Statistic, accuracy_statistic, bootstrap_interval, looped,
-                          paired_bootstrap, pearson_statistic, ratio_statistic, spearman_statistic)
+from qbench.scoring import formulas as m
+from qbench.core.kinds import Kind, kind_of
+from qbench.core.protocol import DISTORTIONS
+from qbench.core.records import Prediction, Sample
+from qbench.scoring.bootstrap import Interval, Statistic, accuracy_statistic, bootstrap_interval, looped, paired_bootstrap, pearson_statistic, ratio_statistic, spearman_statistic
 
 MIN_SCORED = 3   # correlations of fewer points are not reported
 

@@ -3,7 +3,7 @@ questions; no ground truth needed. One row per image: its score, status and erro
 model's text (a VLM's answer with its reasoning), written as CSV, Parquet or JSONL.
 
     scores.csv                output, rewritten atomically from the log when a command ends
-    scores.csv.qbench/        its work folder, a qbench.rundir folder:
+    scores.csv.qbench/        its work folder, a qbench.run.folder folder:
       manifest.json             the model and settings that wrote the log (others are refused)
       predictions.jsonl         one record per image, flushed per batch: what a rerun resumes from
                                 (with the file's size and mtime when scored: a changed file is
@@ -11,7 +11,7 @@ model's text (a VLM's answer with its reasoning), written as CSV, Parquet or JSO
       .lock, errors.log, predictions.rejected.jsonl   as in a run folder
 
 Images go through the run's machinery: batches decoded ahead in the prefetch pool
-(qbench.images), `predict_batch` and `FailureBudget` for model errors, `select` for `--shard`.
+(qbench.data.images), `predict_batch` and `FailureBudget` for model errors, `select` for `--shard`.
 """
 from __future__ import annotations
 
@@ -30,17 +30,16 @@ import pandas as pd
 from rich.console import Console
 from rich.markup import escape
 
-from . import manifest as mf
-from .images import file_kind, prefetch_batches
-from .model import Model, ModelConfig, ModelError
-from .options import add_options, from_args, option, require_existing
-from .records import Prediction, Sample
-from .registry import create_model, include, model_class
-from .rundir import LOCK, Manifest, PredictionLog, RunFolder, locked, now
-from .distributed import Ranks, launched, on_main
-from .runner import (FailureBudget, RunConfig, failure_reason, lost_counts, part, predict_batch,
-                     progress_bars, select)
-from .task import DataError
+from qbench.core import provenance as mf
+from qbench.data.images import file_kind, prefetch_batches
+from qbench.core.model import Model, ModelConfig, ModelError
+from qbench.core.options import add_options, from_args, option, require_existing
+from qbench.core.records import Prediction, Sample
+from qbench.core.registry import create_model, include, model_class
+from qbench.run.folder import LOCK, Manifest, PredictionLog, RunFolder, locked, now
+from qbench.run.distributed import Ranks, launched, on_main
+from qbench.run.runner import FailureBudget, RunConfig, failure_reason, lost_counts, part, predict_batch, progress_bars, select
+from qbench.core.task import DataError
 
 TASK = "images"   # every sample's task: what the shard hash and precomputed's `task` column see
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff",
@@ -208,7 +207,7 @@ def samples_of(paths: Sequence[str]) -> list[Sample]:
 
 def this_shard(samples: list[Sample], config: ScoreConfig) -> list[Sample]:
     """The images this process scores: `--shard i/n` by the run's partition (a stable hash of
-    the task and sample id, qbench.runner.select), then the first `--limit`. The one place that
+    the task and sample id, qbench.run.runner.select), then the first `--limit`. The one place that
     splits the work: several processes (or torch.distributed ranks, as shard rank/world size)
     that call it with their own shard cover every image exactly once."""
     return select(samples, RunConfig(shard=config.shard, limit=config.limit))
@@ -495,7 +494,7 @@ def summary_lines(result: ScoreResult) -> list[str]:
 
 def cmd_score(args: argparse.Namespace, console: Console) -> int:
     require_existing(args)
-    from .settings import weights_path
+    from qbench.core.settings import weights_path
     config = from_args(ScoreConfig, args, paths=[Path(p) for p in args.paths])
     factory = model_class(config.model)
     config.model_path = weights_path(config.model, getattr(factory, "weights_folder", None),

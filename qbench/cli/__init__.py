@@ -1,0 +1,1 @@
+"""qbench.cli: the qbench command: one module per verb."""

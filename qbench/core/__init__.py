@@ -1,0 +1,1 @@
+"""qbench.core: the interfaces and records every stage shares."""

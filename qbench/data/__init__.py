@@ -1,0 +1,1 @@
+"""qbench.data: finding, fetching, checking and decoding the data."""

@@ -1,0 +1,1 @@
+"""qbench.results: reading run folders: leaderboard, paper tables, compare, report."""

@@ -1,0 +1,1 @@
+"""qbench.scoring: metrics, their registry and their bootstrap."""

@@ -1,0 +1,1 @@
+"""qbench.testing: what tests and benchmarks build: a tiny random Qwen2.5-VL."""
