@@ -18,8 +18,13 @@ pytestmark = pytest.mark.slow   # builds a wheel and a virtualenv
 def test_wheel_installs_into_a_fresh_venv_and_lists(tmp_path):
     # built from a clean copy: a stale build/ folder in the checkout must not leak into the wheel
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "results", "*.egg-info", "__pycache__", ".*cache"))
+    anywhere = shutil.ignore_patterns("*.egg-info", "__pycache__", ".*cache")
+    top_level = {".git", ".venv", ".whl", "build", "dist", "results"}   # qbench/results stays
+
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return set(anywhere(folder, names)) | (top_level & set(names)
+                                                if Path(folder) == ROOT else set())
+    shutil.copytree(ROOT, source, ignore=ignore)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                     "-q", "-w", str(tmp_path / "dist"), str(source)], check=True,
                    capture_output=True, cwd=tmp_path)
