@@ -35,7 +35,7 @@ def fake_run_folder(results: Path, run_id: str, model: str,
     metrics) holding the given figures, for tests of the readers (tables, leaderboards) that
     need chosen figures, not a model run. `tasks`: task -> metric values, plus optional
     `problems`, `subset`, `status` and `kind`."""
-    from qbench.run.folder import Manifest, RunFolder, records_digest
+    from qbench.results.folder import Manifest, RunFolder, records_digest
 
     folder = RunFolder(results / run_id)
     folder.path.mkdir(parents=True)

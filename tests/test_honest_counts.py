@@ -17,7 +17,7 @@ from qbench import DataError
 from qbench.core import registry
 from qbench.cli.main import main
 from qbench.results.leaderboard import read_leaderboard
-from qbench.run.folder import Manifest
+from qbench.results.folder import Manifest
 from qbench.run.runner import RunConfig, merge, run
 
 PLUGIN = Path(__file__).with_name("toy_plugin.py")

@@ -15,7 +15,7 @@ from qbench import DataError, Model, Sample, Task, TaskData, register_model, reg
 from qbench.baselines.published import PublishedFigure
 from qbench.cli.main import main
 from qbench.results.compare import compare_runs
-from qbench.run.folder import RunView, records_digest, sealed
+from qbench.results.folder import RunView, records_digest, sealed
 from qbench.core.model import predictions_from_texts
 from qbench.core.protocol import CLASSES, LEVELS
 from qbench.results.report import build_report, render_html, render_markdown

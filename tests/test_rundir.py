@@ -21,7 +21,7 @@ from qbench.cli.main import main
 from qbench.results.compare import compare_runs
 from qbench.results.report import build_report
 from qbench.results.leaderboard import read_leaderboard
-from qbench.run.folder import REJECTED, RunView
+from qbench.results.folder import REJECTED, RunView
 from qbench.run.runner import RunConfig, merge, run
 
 PLUGIN = Path(__file__).with_name("rt_plugin.py")
@@ -281,7 +281,7 @@ def test_a_full_disk_names_the_prediction_log(tmp_path, monkeypatch, capsys):
     """ENOSPC while appending predictions: one line naming the file, finished work kept."""
     import errno
 
-    from qbench.run import folder as rundir
+    from qbench.results import folder as rundir
 
     (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
     monkeypatch.setenv("RT_ROOT", str(tmp_path))
@@ -307,7 +307,7 @@ def test_a_full_disk_while_writing_the_manifest_names_it_and_leaves_no_temporary
         tmp_path, monkeypatch, capsys):
     import errno
 
-    from qbench.core import provenance as mf
+    from qbench.core import files as mf
 
     (tmp_path / "rt.json").write_text(json.dumps({"n": 10, "seed": 5, "lower_better": False}))
     monkeypatch.setenv("RT_ROOT", str(tmp_path))

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from qbench.core import provenance as mf
+from qbench.core.files import write_json
 
 from qbench.trainer.config import ConfigError, EvalSettings, ModelSettings, TrainConfig, validate
 from qbench.trainer.data import TrainingData, prepare_data, to_dataset
@@ -167,7 +168,7 @@ def grpo_trainer_class():  # -> type[trl.GRPOTrainer]
 
 def write_run_record(config: TrainConfig, data: TrainingData) -> None:
     """output_dir/train_config.json: the resolved settings, the data mix and versions."""
-    mf.write_json(config.output_dir / "train_config.json", {
+    write_json(config.output_dir / "train_config.json", {
         "config": config.model_dump(mode="json"), "samples": data.counts(), "notes": data.notes,
         "problems": data.problems,
         "versions": mf.package_versions(), "git_commit": mf.git_commit()})

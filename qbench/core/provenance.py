@@ -1,17 +1,12 @@
 """Run manifests: what produced a run (config, versions, git commit, model and data identity)."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
-from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from qbench.core.records import Sample
 
@@ -69,32 +64,3 @@ def fingerprint_samples(samples: list[Sample]) -> str:
 
 def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (a kill never leaves a half-written file)."""
-    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
-
-
-def write_text(path: Path, text: str) -> None:
-    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Replace `path` with what `write` puts in a temporary file of its own beside it (a kill
-    never leaves half a file, and two writers never share one)."""
-    try:
-        handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:   # a full or read-only disk says which file it was writing
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    try:
-        os.fchmod(handle, 0o644)   # mkstemp makes 0600: results are shared files
-        os.close(handle)
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise

@@ -430,8 +430,7 @@ def plan_task(hub: Hub, name: str, sources: list[TaskSource], folder: Path,
 def fetch_task(hub: Hub, plan: TaskFetch, console: Console) -> None:
     """Download and verify every file of the task, then assemble its folder beside it and
     rename it into place (the old one, if qbench filled it, is replaced)."""
-    from qbench.core.provenance import write_json
-    from qbench.run.folder import locked, now
+    from qbench.core.files import locked, now, write_json
     plan.folder.parent.mkdir(parents=True, exist_ok=True)
     with locked(plan.folder.parent / ".qbench-fetch.lock", f"fetching into {plan.folder.parent}",
                 wait=True):
@@ -546,7 +545,7 @@ def plan_model(hub: Hub, name: str, source: ModelSource, commits: dict[tuple, st
 
 def fetch_model(hub: Hub, plan: ModelFetch, console: Console) -> Path:
     """Every file downloaded and verified, then stamped; the weights folder."""
-    from qbench.core.provenance import write_json
+    from qbench.core.files import write_json
     entries = []
     for file in plan.files:
         path = download(hub, file, console)

@@ -1,6 +1,6 @@
 """`qbench compare RUN_A RUN_B`: does run A beat run B on each task? A paired bootstrap of every
 headline metric's difference on the samples both runs answered (qbench.scoring.metrics declares the
-metrics and how each is resampled; qbench.run.folder reads the folders)."""
+metrics and how each is resampled; qbench.results.folder reads the folders)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from qbench.run.folder import RunView
+from qbench.results.folder import RunView
 from qbench.scoring.metrics import Difference, Scored, paired_differences
 from qbench.core.task import DataError
 from qbench.scoring.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES

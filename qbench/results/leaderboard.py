@@ -10,8 +10,8 @@ from typing import Any
 
 import pandas as pd
 
-from qbench.core import provenance as mf
-from qbench.run.folder import MANIFEST, RunFolder, RunFolderError, locked
+from qbench.core.files import locked, write_text
+from qbench.results.folder import MANIFEST, RunFolder, RunFolderError
 from qbench.scoring.metrics import headline_names
 
 LEADERBOARD = "leaderboard.csv"
@@ -100,7 +100,7 @@ def rebuild_leaderboard(output_dir: Path) -> tuple[Path, list[str]]:
         frame = pd.DataFrame(rows, columns=None if rows else KEY_COLUMNS)
         if rows:
             frame = order_columns(frame).sort_values(["task", "model", "run_id"], kind="stable")
-        mf.write_text(path, frame.to_csv(index=False))
+        write_text(path, frame.to_csv(index=False))
     return path, notes
 
 

@@ -34,7 +34,7 @@ from qbench.results.compare import add_bootstrap_options
 from qbench.core.kinds import Kind
 from qbench.core.records import Prediction, Sample
 from qbench.results.leaderboard import flatten, leaderboard_row, metric_order
-from qbench.run.folder import RunView
+from qbench.results.folder import RunView
 from qbench.scoring.metrics import Scored, intervals
 from qbench.scoring.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval
 

@@ -1,5 +1,5 @@
 """The runner: task loads samples → model predicts batches → predictions stream to JSONL →
-metrics aggregate → results are written (qbench.run.folder). Re-running the same command resumes.
+metrics aggregate → results are written (qbench.results.folder). Re-running the same command resumes.
 
 A run that cannot be trusted does not pass: a task whose model failed on more than
 `max_failure_rate` of its samples (or on all of them) is marked failed, stops early, keeps no
@@ -23,6 +23,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColu
 from rich.text import Text
 
 from qbench.core import provenance as mf
+from qbench.core.files import now
 from qbench.data.images import DEFAULT_MAX_PIXELS, Finish, prefetch_batches
 from qbench.core.model import Model, ModelConfig, ModelError
 from qbench.core.options import fraction, model_args, names, option, paths, positive, task_args, task_paths
@@ -31,7 +32,7 @@ from qbench.core.records import Prediction, Sample
 from qbench.core.registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
 from qbench.run.distributed import Ranks, launched, on_main
 from qbench.results.leaderboard import LEADERBOARD, rebuild_leaderboard
-from qbench.run.folder import SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError, RunView, TaskMetrics, now, records_digest, truth_of
+from qbench.results.folder import SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError, RunView, TaskMetrics, records_digest, truth_of
 from qbench.scoring.metrics import Conventions, Scored, evaluate, intervals
 from qbench.core.task import DataError, Task, TaskData
 

@@ -3,7 +3,7 @@ questions; no ground truth needed. One row per image: its score, status and erro
 model's text (a VLM's answer with its reasoning), written as CSV, Parquet or JSONL.
 
     scores.csv                output, rewritten atomically from the log when a command ends
-    scores.csv.qbench/        its work folder, a qbench.run.folder folder:
+    scores.csv.qbench/        its work folder, a qbench.results.folder folder:
       manifest.json             the model and settings that wrote the log (others are refused)
       predictions.jsonl         one record per image, flushed per batch: what a rerun resumes from
                                 (with the file's size and mtime when scored: a changed file is
@@ -36,7 +36,8 @@ from qbench.core.model import Model, ModelConfig, ModelError
 from qbench.core.options import add_options, from_args, option, require_existing
 from qbench.core.records import Prediction, Sample
 from qbench.core.registry import create_model, include, model_class
-from qbench.run.folder import LOCK, Manifest, PredictionLog, RunFolder, locked, now
+from qbench.core.files import locked, now, write_atomically
+from qbench.results.folder import LOCK, Manifest, PredictionLog, RunFolder
 from qbench.run.distributed import Ranks, launched, on_main
 from qbench.run.runner import FailureBudget, RunConfig, failure_reason, lost_counts, part, predict_batch, progress_bars, select
 from qbench.core.task import DataError
@@ -437,7 +438,7 @@ def finish(samples: list[Sample], model: Model, config: ScoreConfig, folder: Run
         folder.fold_rank_logs(log, remove=True)
     rows = output_rows(samples, log.rows, "not scored: the command stopped early, after more "
                        "model errors than --max-failure-rate allows")
-    mf.write_atomically(output, lambda tmp: write(rows, tmp))
+    write_atomically(output, lambda tmp: write(rows, tmp))
     manifest.finished = now()
     folder.write_manifest(manifest)
     statuses = Counter(row["status"] for row in rows)

@@ -23,14 +23,9 @@ is opened for writing, moved to predictions.rejected.jsonl. Good records are nev
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import fcntl
 import hashlib
 import json
 import math
-import os
-import socket
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -40,7 +35,7 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
 from qbench.core.kinds import kind_of
-from qbench.core.provenance import write_json, write_text
+from qbench.core.files import locked, now, write_json, write_text
 from qbench.core.records import Prediction, Sample, Status
 from qbench.scoring.metrics import METRICS as METRIC_REGISTRY
 from qbench.scoring.metrics import Conventions, Scored
@@ -62,41 +57,13 @@ class RunFolderError(DataError):
     """A run folder that cannot be read or written as asked; one line naming the file."""
 
 
-class RunFolderBusy(RunFolderError):
-    """Another command holds the folder's lock."""
-
-
 # ------------------------------------------------------------------------------ files
-
-def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
-
 
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"{path} is not valid JSON: {str(exc).splitlines()[0]}") from None
-
-
-@contextlib.contextmanager
-def locked(path: Path, what: str, *, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (released when the process ends, whatever happens).
-    Without `wait`, a held lock is a RunFolderBusy naming the holder."""
-    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            holder = os.pread(handle, 4096, 0).decode("utf-8", "replace").strip() or "another process"
-            raise RunFolderBusy(f"{what} is in use by {holder}; wait for it to finish, or pass "
-                                f"--wait to queue behind it") from None
-        os.ftruncate(handle, 0)
-        os.pwrite(handle, (f"pid {os.getpid()} on {socket.gethostname()} since {now()}: "
-                           f"{' '.join(sys.argv)}").encode(), 0)
-        yield
-    finally:
-        os.close(handle)
 
 
 # ------------------------------------------------------------------------------ the contract
