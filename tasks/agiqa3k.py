@@ -13,6 +13,7 @@ from qbench.tasks._score import NativeTable, ScoreTask, Split
 @register_task
 class AGIQA3K(ScoreTask):
     name = "agiqa3k"
+    label = "AGIQA"
     description = "AGIQA-3K AI-generated images (perceptual quality MOS; whole set)"
     split_specs = {
         "test": Split(deqa="test_agiqa_*.json", qalign="agi.json", native="*",

@@ -30,6 +30,7 @@ def image_name(image: object, dst_type: str, level: object) -> str:
 @register_task
 class CSIQ(ScoreTask):
     name = "csiq"
+    label = "CSIQ"
     description = "CSIQ synthetic distortions (DMOS 0-1, lower is better; whole set)"
     lower_better = True
     split_specs = {

@@ -13,6 +13,7 @@ from qbench import DataError, Sample, Task, TaskData, register_task
 from qbench.core.protocol import canonical_class, canonical_level
 
 from qbench.tasks._formats import drop_note, read_json_records, safe_path
+from qbench.results.tables import set_default_tasks
 
 META_FORMS = ("{split}.json", "{split}.jsonl", "metas/{split}")  # tried in this order
 
@@ -90,3 +91,6 @@ class DQ495K(Task):
             if (folder / place).exists():
                 return read_dq_meta(folder, folder / place, self.name)
         raise DataError(f"{self.name}: none of {', '.join(meta_places(split))} found in {folder}")
+
+
+set_default_tasks("degradation", ("dq495k",))   # Q-Insight's table of this set

@@ -15,6 +15,7 @@ from qbench.tasks._score import NativeTable, ScoreTask, Split
 @register_task
 class KADID(ScoreTask):
     name = "kadid"
+    label = "KADID"
     description = "KADID-10k synthetic distortions (dmos column, higher is better)"
     split_specs = {
         "test": Split(deqa="test_kadid_*.json", qalign="test_kadid.json",

@@ -41,6 +41,7 @@ def _number(value: object) -> float | None:
 @register_task
 class KonIQ(ScoreTask):
     name = "koniq"
+    label = "KonIQ"
     description = "KonIQ-10k in-the-wild photographs (MOS)"
     split_specs = {
         "qalign-test": Split(deqa="test_koniq_*.json", qalign="test_koniq.json",

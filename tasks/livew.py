@@ -44,6 +44,7 @@ def cell_strings(cells: np.ndarray) -> list[str]:
 @register_task
 class LiveWild(ScoreTask):
     name = "livew"
+    label = "LIVE-W"
     description = "LIVE-Wild (CLIVE) in-the-wild photographs (MOS 0-100; whole set)"
     split_specs = {
         "test": Split(deqa="test_livew_*.json", qalign="livec.json", native="*",

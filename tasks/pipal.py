@@ -16,6 +16,7 @@ from qbench.tasks._score import NativeTable, ScoreTask, Split
 @register_task
 class PIPAL(ScoreTask):
     name = "pipal"
+    label = "PIPAL"
     description = "PIPAL restoration outputs (Elo scores); test split from the DeQA meta only"
     split_specs = {
         "test": Split(deqa="test_pipal_*.json"),

@@ -31,6 +31,7 @@ class SPAQOptions:
 @register_task
 class SPAQ(ScoreTask):
     name = "spaq"
+    label = "SPAQ"
     description = "SPAQ smartphone photographs (MOS 0-100), shorter side 512 px by default"
     split_specs = {
         "test": Split(deqa="test_spaq_*.json", qalign="test_spaq.json",

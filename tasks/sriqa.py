@@ -33,6 +33,7 @@ from qbench.scoring.formulas import orient, pair_order, pairwise_accuracy
 from qbench.scoring.metrics import Scored, group_accuracy, metric
 
 from qbench.tasks._formats import check_inside, drop_note, index_images, read_name_scores, relative_id, rescale
+from qbench.results.tables import set_default_tasks
 
 # metric name -> MOS folder. The first is the full set that ground truth is taken from.
 SUBSETS = {"acc": "MOS", "reg_acc": "MOS_Reg", "gen_acc": "MOS_Gen"}
@@ -271,3 +272,6 @@ def _order_agreement(s: Scored) -> float | None:
 @metric("pairs_both_orders", kinds={"comparison"}, tasks={"sriqa-compare"}, headline=False)
 def _pairs_both_orders(s: Scored) -> int:
     return sum(len(v) == 2 for v in pair_votes(s)[0].values())
+
+
+set_default_tasks("sriqa", ("sriqa", "sriqa-compare"))   # Q-Insight's table of this set

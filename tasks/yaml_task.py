@@ -39,7 +39,7 @@ from pydantic import (BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, Str
 from qbench import DataError, DataNotFound, Sample, Task, TaskData
 from qbench.core.kinds import kind_of
 from qbench.core.protocol import canonical_class, canonical_level, parse_choice
-from qbench.core.registry import TASKS, RegistryError, is_task_file, register_task
+from qbench.core.registry import TASKS, RegistryError, register_task, set_task_file_reader
 from qbench.core.userfiles import UserFileError, describe, load_yaml, shown, shown_key, shown_names
 
 from qbench.tasks._formats import ScoreRow, keep_first, relative_id, rescale, safe_path, usable_score
@@ -536,31 +536,6 @@ def _defined_by(cls: type[Task]) -> str:
     return f"the {where} {cls.__module__}.{cls.__qualname__}"
 
 
-def entry_point_files(target: object) -> list[Path]:
-    """The task files an entry point of `qbench.task_files` names: the object it loads is a
-    path (str or os.PathLike) to a YAML file or a folder of them, or a package whose folder
-    holds them."""
-    if isinstance(target, types.ModuleType) and getattr(target, "__path__", None):
-        target = list(target.__path__)[0]
-    if not isinstance(target, (str, os.PathLike)):
-        raise RegistryError(f"expected a path to a task YAML file or folder, or a package, got "
-                            f"{type(target).__name__}")
-    return task_files(Path(target))
+set_task_file_reader(register_task_file)
 
-
-def task_files(path: Path) -> list[Path]:
-    """`path` itself, or the task files directly in the folder `path`."""
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if is_task_file(p))
-    if not path.exists():
-        raise RegistryError(f"task file {path}: not found")
-    return [path]
-
-
-def register_task_files(target: object) -> list[str]:
-    """Entry points of `qbench.task_files`: register every file the loaded object names."""
-    return [register_task_file(p) for p in entry_point_files(target)]
-
-
-__all__ = ["TaskSpec", "YamlTask", "read_annotations", "register_task_file",
-           "register_task_files", "task_class"]
+__all__ = ["TaskSpec", "YamlTask", "read_annotations", "register_task_file", "task_class"]

@@ -20,7 +20,7 @@ from PIL import Image
 
 from qbench.cli.main import main
 from qbench.data.fetch import weights_source
-from qbench.core.settings import weights_path
+from qbench.data.fetch import weights_path
 from qbench.data.sources import shipped_catalog
 
 QALIGN = "q-future/q-align-datasets"

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from qbench import DataError
-from qbench.baselines.published import (COLUMNS, PLCC_COLUMN, PublishedFigure, leaderboard_rows,
+from qbench.results.published import (COLUMNS, PLCC_COLUMN, PublishedFigure, leaderboard_rows,
                                         load_published)
 from qbench.cli.main import main
 from qbench.results.leaderboard import rebuild_leaderboard

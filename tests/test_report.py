@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from qbench import DataError, Model, Sample, Task, TaskData, register_model, register_task
-from qbench.baselines.published import PublishedFigure
+from qbench.results.published import PublishedFigure
 from qbench.cli.main import main
 from qbench.results.compare import compare_runs
 from qbench.results.folder import RunView, records_digest, sealed

@@ -1,7 +1,8 @@
 import pytest
 
 from qbench.cli.main import main
-from qbench.core.settings import UserSettings, user_settings, weights_path
+from qbench.core.settings import UserSettings, user_settings
+from qbench.data.fetch import weights_path
 
 
 @pytest.fixture

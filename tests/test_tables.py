@@ -10,8 +10,8 @@ import re
 import pandas as pd
 import pytest
 
-from qbench.baselines.published import PublishedFigure, load_published
-from qbench.results.tables import TABLE1_DATASETS, Cell, degradation_table, latex_escape, paper_table, render, score_table, sriqa_table
+from qbench.results.published import PublishedFigure, load_published
+from qbench.results.tables import Cell, default_tasks, degradation_table, latex_escape, paper_table, render, score_table, sriqa_table
 
 LABELS = ["KonIQ", "SPAQ", "KADID", "PIPAL", "LIVE-W", "AGIQA", "CSIQ"]
 
@@ -52,7 +52,7 @@ def published() -> list[PublishedFigure]:
     out = []
     for method, convention, base in (("RawNet", "raw", 0.80), ("LogiNet", "logistic", 0.70),
                                      ("Unsaid", "unstated", 0.95)):
-        for i, dataset in enumerate(TABLE1_DATASETS):
+        for i, dataset in enumerate(default_tasks("score")):
             out.append(figure(method, dataset, "plcc", round(base - 0.01 * i, 3), convention))
             out.append(figure(method, dataset, "srcc", round(base - 0.02 * i, 3)))
     out.append(figure("LogiNet", "mean", "plcc", 0.5, "logistic"))   # printed AVG, off the row
@@ -94,7 +94,7 @@ def test_measured_plcc_follows_the_chosen_convention():
 def test_published_plcc_of_another_or_unstated_convention_is_marked_both_ways():
     for heading, own, other in (("raw", "RawNet", "LogiNet"), ("logistic", "LogiNet", "RawNet")):
         table = score_table(measured_rows(), published(), plcc=heading)
-        for dataset in TABLE1_DATASETS:
+        for dataset in default_tasks("score"):
             assert row(table, own)[f"{dataset}.plcc"].marks == frozenset()
             assert row(table, other)[f"{dataset}.plcc"].marks == {"other"}
             assert row(table, "Unsaid")[f"{dataset}.plcc"].marks == {"unstated"}
@@ -269,7 +269,7 @@ def test_csv_form():
     table, _, notes = text.partition("\n\n")
     rows = list(csv.reader(io.StringIO(table)))
     assert rows[0] == ["model", "source", "reference",
-                       *[f"{d}.{m}" for d in (*TABLE1_DATASETS, "mean") for m in ("plcc", "srcc")]]
+                       *[f"{d}.{m}" for d in (*default_tasks("score"), "mean") for m in ("plcc", "srcc")]]
     assert len(rows) == 1 + 5 and all(len(r) == len(rows[0]) for r in rows)
     mine = dict(zip(rows[0], rows[4]))
     assert mine["reference"] == "mine-1" and mine["koniq.plcc"] == "0.912" and mine["spaq.plcc"] == ""

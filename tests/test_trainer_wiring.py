@@ -35,7 +35,6 @@ from PIL import Image
 
 from qbench.core.protocol import build_messages
 from qbench.core.registry import get_task
-from qbench.run.runner import load_split
 from qbench.testing.tiny import build_tiny_qwen2_5_vl
 from qbench.trainer import train as train_module
 from qbench.trainer.config import (MAX_PIXELS, MIN_PIXELS, DataSettings, GRPOSettings,
@@ -179,7 +178,7 @@ def run(tmp_path_factory, tiny_model) -> Run:
     config = tiny_config(tiny_model, root / "koniq", root / "run", num_generations=GROUP,
                          per_device_train_batch_size=GROUP * PROMPTS, max_steps=STEPS,
                          save_steps=STEPS, max_completion_length=12)
-    samples = load_split(get_task("koniq"), root / "koniq", "train").samples
+    samples = get_task("koniq").load_split(root / "koniq", "train").samples
     record = record_training(config)
     return Run(record, {s.id: s.mos_norm for s in samples},
                {s.id: Path(s.images[0]) for s in samples},
@@ -417,7 +416,7 @@ def test_a_koniq_size_prompt_is_neither_truncated_nor_split_inside(tmp_path, tin
                                          tokenize=False)
     (inputs,), (call,) = record.loss_inputs, record.reward_calls
     image_of = {s.id: s.images[0]
-                for s in load_split(get_task("koniq"), tmp_path / "koniq", "train").samples}
+                for s in get_task("koniq").load_split(tmp_path / "koniq", "train").samples}
     with Image.open(image_of[call["ids"][0]]) as image:
         whole = processor(text=[text], images=[image.convert("RGB")])["input_ids"][0]
     assert len(whole) > 1024

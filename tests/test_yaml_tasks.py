@@ -21,7 +21,7 @@ from qbench import DataError
 from qbench.core import registry
 from qbench.cli.main import main
 from qbench.core.registry import RegistryError, get_task
-from qbench.run.runner import expand_tasks, load_split
+from qbench.core.registry import task_names
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "tasks"
 
@@ -53,9 +53,9 @@ def run_dir(output: Path) -> Path:
 
 
 def loaded(path: Path, split: str | None = None):
-    name = expand_tasks([str(path)])[0]
+    name = task_names([str(path)])[0]
     task = get_task(name)
-    return load_split(task, task.locate(None), split or task.default_split)
+    return task.load_split(task.locate(None), split or task.default_split)
 
 
 # ------------------------------------------------------------------------------ score, end to end
@@ -360,10 +360,10 @@ def test_two_files_with_one_name_are_an_error_naming_both(tmp_path):
     (tmp_path / "labels.csv").write_text("path,mos\na.png,3\nb.png,4\n")
     first = task_file(tmp_path / "one", **{**GOOD, "data": "../labels.csv"})
     second = task_file(tmp_path / "two", **{**GOOD, "data": "../labels.csv"})
-    assert expand_tasks([str(first), str(first)]) == ["bad-set"]   # the same file: no clash
+    assert task_names([str(first), str(first)]) == ["bad-set"]   # the same file: no clash
     with pytest.raises(RegistryError, match="name: 'bad-set' is already the name of the task of "
                                             + re.escape(str(first.absolute()))) as error:
-        expand_tasks([str(second)])
+        task_names([str(second)])
     assert str(second) in str(error.value)
 
 
@@ -375,12 +375,12 @@ def test_one_file_by_two_paths_is_one_task(tmp_path, monkeypatch, capsys):
     (tmp_path / "link.yaml").symlink_to("x.yaml")
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert expand_tasks(["x.yaml", "./x.yaml", "sub/../x.yaml", "link.yaml",
+    assert task_names(["x.yaml", "./x.yaml", "sub/../x.yaml", "link.yaml",
                          str(path)]) == ["bad-set"]
     assert main(["--include", str(tmp_path), "list"]) == 0, capsys.readouterr().err
     other = task_file(tmp_path / "copy", file="x.yaml", **{**GOOD, "data": "../labels.csv"})
     with pytest.raises(RegistryError, match="is already the name of the task of"):
-        expand_tasks([str(other)])   # another file of the same name still clashes
+        task_names([str(other)])   # another file of the same name still clashes
 
 
 @pytest.mark.parametrize("text,words", [
@@ -508,7 +508,7 @@ def test_entry_point_group_registers_packaged_task_files(tmp_path, installed_dis
     installed_distribution("qbench-yaml-sets", "[qbench.task_files]\nsets = qbench_yaml_sets\n")
     task = get_task("my-scores")
     assert task.task_file == package / "my-scores.yaml"
-    assert len(load_split(task, task.locate(None), "test").samples) == 12
+    assert len(task.load_split(task.locate(None), "test").samples) == 12
 
 
 def test_entry_point_to_a_bad_file_names_the_plugin(tmp_path, installed_distribution):
@@ -523,8 +523,8 @@ def test_entry_point_to_a_bad_file_names_the_plugin(tmp_path, installed_distribu
 
 def test_examples_load_and_check_with_images_in_place(tmp_path, capsys):
     copy = shutil.copytree(EXAMPLES, tmp_path / "tasks")
-    scores = get_task(expand_tasks([str(copy / "photo-scores.yaml")])[0])
-    pairs = get_task(expand_tasks([str(copy / "restoration-pairs.yaml")])[0])
+    scores = get_task(task_names([str(copy / "photo-scores.yaml")])[0])
+    pairs = get_task(task_names([str(copy / "restoration-pairs.yaml")])[0])
     for task in (scores, pairs):   # no images committed: the task says where they go
         with pytest.raises(DataError, match="images folder .* not found"):
             task.locate(None)
@@ -537,7 +537,7 @@ def test_examples_load_and_check_with_images_in_place(tmp_path, capsys):
     for i, name in enumerate(listed):   # each image once, each its own content
         png(copy / "restoration-pairs" / "images" / name, 25 * i)
     for task in (scores, pairs):
-        data = load_split(task, task.locate(None), task.default_split)
+        data = task.load_split(task.locate(None), task.default_split)
         assert len(data.samples) == data.expected_count and not data.problems()
     main(["--include", str(copy), "data", "check"])   # every task: the built-ins lack data here
     out = capsys.readouterr().out
@@ -550,5 +550,5 @@ def test_examples_load_and_check_with_images_in_place(tmp_path, capsys):
 
 def test_a_task_file_with_builtin_tasks_in_one_list(tmp_path):
     path, _ = score_set(tmp_path, lower_better=False)
-    assert expand_tasks([f"{path}", "koniq", "my-scores"]) == ["my-scores", "koniq"]
+    assert task_names([f"{path}", "koniq", "my-scores"]) == ["my-scores", "koniq"]
     assert os.path.basename(get_task("my-scores").task_file) == "my-scores.yaml"

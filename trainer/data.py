@@ -22,7 +22,6 @@ from qbench.data.images import ImageError, load_image
 from qbench.core.protocol import build_messages, parse_choice
 from qbench.core.records import Sample
 from qbench.core.registry import get_task
-from qbench.run.runner import load_split
 from qbench.core.task import DataError, TaskData
 from qbench.tasks._formats import drop_note, read_json_records, safe_path
 from qbench.tasks.dq495k import read_dq_meta
@@ -82,7 +81,7 @@ def score_samples(source: ScoreSource) -> TaskData:
     if source.split not in task.splits:
         raise ConfigError(f"data.score: task {source.task} has no split {source.split!r} "
                           f"(has: {', '.join(task.splits)})")
-    data = load_split(task, task.locate(None, source.folder), source.split)
+    data = task.load_split(task.locate(None, source.folder), source.split)
     missing = sum(s.mos_norm is None for s in data.samples)
     if missing:
         data.notes.append(f"{source.task}: dropped {missing} samples without a [1, 5] score")
@@ -132,7 +131,7 @@ def check_eval_tasks(settings: EvalSettings, training: Sequence[Sample]) -> list
         if split not in task.splits:
             raise ConfigError(f"eval: task {name} has no split {split!r} "
                               f"(has: {', '.join(task.splits)})")
-        samples = load_split(task, task.locate(run.data_root, run.data_paths.get(name)),
+        samples = task.load_split(task.locate(run.data_root, run.data_paths.get(name)),
                              split).samples
         shared = [s for s in samples if any(Path(p).resolve() in trained for p in s.images)]
         if shared:

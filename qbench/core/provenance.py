@@ -1,4 +1,5 @@
-"""Run manifests: what produced a run (config, versions, git commit, model and data identity)."""
+"""Where a run's inputs came from: package versions, the git commit, fingerprints of weights, data
+and samples, and the record `qbench fetch` leaves in a task folder it filled."""
 from __future__ import annotations
 
 import hashlib
@@ -7,6 +8,7 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from qbench.core.records import Sample
 
@@ -64,3 +66,18 @@ def fingerprint_samples(samples: list[Sample]) -> str:
 
 def stable_hash(text: str) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+RECORD = "qbench-source.json"   # in a task folder `qbench fetch` filled: what filled it
+RECORD_VERSION = 1
+
+
+def read_record(folder: Path) -> list[dict[str, Any]] | None:
+    """What `qbench fetch` recorded filling `folder` (None: not fetched, or a damaged record,
+    which `qbench fetch` treats as not fetched)."""
+    try:
+        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    sources = data.get("sources") if isinstance(data, dict) else None
+    return sources if isinstance(sources, list) else None

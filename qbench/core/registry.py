@@ -3,9 +3,10 @@
 plugins, and `include(path)` for a user's Python or task YAML file."""
 from __future__ import annotations
 
-import importlib
 import importlib.util
+import os
 import sys
+import types
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -76,24 +77,62 @@ def is_task_file(path: str | Path) -> bool:
 
 
 def load_plugins() -> None:
-    """Import the built-in tasks and models and every installed plugin (once)."""
+    """Import every installed plugin (once): the entry points of `qbench.tasks` and
+    `qbench.models` (qbench's own benchmarks and models among them: they register themselves
+    like any other plugin), then the task files `qbench.task_files` names."""
     global _loaded
     if _loaded:
         return
-    importlib.import_module("qbench.tasks")
-    importlib.import_module("qbench.baselines")
     for group in ("qbench.tasks", "qbench.models", TASK_FILES_GROUP):
         for entry in metadata.entry_points(group=group):
             try:
                 loaded = entry.load()
                 if group == TASK_FILES_GROUP:   # a YAML file or folder, or a package holding them
-                    from qbench.tasks.yaml_task import register_task_files
-                    register_task_files(loaded)
+                    for path in entry_point_files(loaded):
+                        _read_task_file(path)
             except Exception as exc:
                 raise RegistryError(f"plugin {entry.name!r} ({entry.value}) failed to load: "
                                     f"{type(exc).__name__}: {exc}") from exc
     # only now: a failed import must fail again next time, not leave a partial registry
     _loaded = True
+
+
+# Turns a task file into a registered task and returns its name: set by the plugin that reads
+# task files (qbench.tasks.yaml_task), so that the registry names no plugin.
+_task_file_reader: Callable[[Path], str] | None = None
+
+
+def set_task_file_reader(reader: Callable[[Path], str]) -> None:
+    global _task_file_reader
+    _task_file_reader = reader
+
+
+def _read_task_file(path: Path) -> str:
+    if _task_file_reader is None:
+        raise RegistryError(f"task file {path}: no installed plugin reads task files "
+                            "(qbench's own tasks are not installed?)")
+    return _task_file_reader(path)
+
+
+def entry_point_files(target: object) -> list[Path]:
+    """The task files an entry point of `qbench.task_files` names: the object it loads is a
+    path (str or os.PathLike) to a YAML file or a folder of them, or a package whose folder
+    holds them."""
+    if isinstance(target, types.ModuleType) and getattr(target, "__path__", None):
+        target = list(target.__path__)[0]
+    if not isinstance(target, (str, os.PathLike)):
+        raise RegistryError(f"expected a path to a task YAML file or folder, or a package, got "
+                            f"{type(target).__name__}")
+    return task_files(Path(target))
+
+
+def task_files(path: Path) -> list[Path]:
+    """`path` itself, or the task files directly in the folder `path`."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if is_task_file(p))
+    if not path.exists():
+        raise RegistryError(f"task file {path}: not found")
+    return [path]
 
 
 _included: set[Path] = set()
@@ -129,11 +168,23 @@ def include(path: str | Path) -> None:
 
 
 def include_task_file(path: str | Path) -> str:
-    """Register the task a YAML file defines (after the built-ins, so that a clash with one is
-    seen) and return its name; the same file again is a no-op."""
+    """Register the task a YAML file defines (after the installed tasks, so that a clash with
+    one is seen) and return its name; the same file again is a no-op."""
     load_plugins()
-    from qbench.tasks.yaml_task import register_task_file
-    return register_task_file(path)
+    return _read_task_file(Path(path).expanduser())
+
+
+def task_names(names: list[str]) -> list[str]:
+    """The tasks a command names: `all` means every registered task that takes part in full
+    runs (demos excluded); a name ending .yaml/.yml is a task file, registered under the name
+    it defines."""
+    load_plugins()
+    out: list[str] = []
+    for name in names:
+        chosen = ([t for t, cls in sorted(TASKS.items()) if cls.in_all] if name == "all" else
+                  [include_task_file(name)] if is_task_file(name) else [name])
+        out += [t for t in chosen if t not in out]
+    return out
 
 
 def get_task(name: str, options: dict[str, Any] | None = None) -> Task:

@@ -119,19 +119,3 @@ def user_settings() -> UserSettings:
         source=str(path) if mtime_ns is not None else None)
 
 
-def weights_path(model: str, weights_folder: str | None, explicit: Path | None = None
-                 ) -> Path | None:
-    """A model's weights: --model-path, else the config's `models` entry, else its default
-    folder under the model root when it exists, else the copy `qbench fetch` verified in the
-    Hugging Face cache, else the default folder (absent: the error names it)."""
-    if explicit is not None:
-        return explicit
-    settings = user_settings()
-    if model in settings.models:
-        return settings.models[model]
-    default = settings.model_root / weights_folder if weights_folder and settings.model_root \
-        else None
-    if default is not None and default.exists():
-        return default
-    from qbench.data.fetch import fetched_weights
-    return fetched_weights(model) or default

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from qbench.core.options import NoOptions, parse_options
+from qbench.core.provenance import read_record
 from qbench.core.records import Kind, Sample
 
 
@@ -92,6 +93,7 @@ class Task(ABC):
     name: ClassVar[str]
     kind: ClassVar[Kind]
     description: ClassVar[str] = ""
+    label: ClassVar[str] = ""                 # how papers' tables head its column ("KonIQ")
     lower_better: ClassVar[bool] = False      # ground-truth direction (CSIQ DMOS: True)
     splits: ClassVar[tuple[str, ...]] = ("test",)
     default_split: ClassVar[str] = "test"
@@ -140,6 +142,22 @@ class Task(ABC):
     @abstractmethod
     def load(self, folder: Path, split: str) -> TaskData:
         """The samples of `split` from the task's folder; DataError when the files are unusable."""
+
+    def load_split(self, folder: Path, split: str) -> TaskData:
+        """`load`, with the facts a plugin's loader may leave out taken from the declaration
+        (the split, its expected count, the ground-truth direction, the options) and what
+        `qbench fetch` recorded filling the folder."""
+        data = self.load(folder, split)
+        data.split = data.split or split
+        if data.lower_better is None:
+            data.lower_better = self.lower_better
+        if data.expected_count is None:
+            data.expected_count = self.expected_count.get(split)
+        if not data.split_source:
+            data.split_source = data.source
+        data.options = data.options or self.option_values()
+        data.fetched = read_record(folder)
+        return data
 
 def _present(folder: Path, marker: str) -> bool:
     if any(c in marker for c in "*?["):

@@ -4,14 +4,12 @@ images (same content) and train/test overlap where a train split exists (Q-Align
 overlap by 1,844 images)."""
 from __future__ import annotations
 
-import argparse
 import hashlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.console import Console
 
 from qbench.data.images import ImageError, load_image
 from qbench.core.task import DataError, Task
@@ -81,12 +79,11 @@ def _shown(root: Path, path: str) -> str:
 
 def check_task(task: Task, data_root: Path | None, override: Path | None = None,
                split: str | None = None, decode: bool = True, workers: int = 4) -> TaskCheck:
-    from qbench.run.runner import load_split
     split = split or task.default_split
     check = TaskCheck(task.name, split)
     try:
         check.folder = task.locate(data_root, override)
-        data = load_split(task, check.folder, split)
+        data = task.load_split(check.folder, split)
     except DataError as exc:
         check.error = str(exc)
         return check
@@ -151,43 +148,5 @@ def format_check(check: TaskCheck) -> list[str]:
     return lines
 
 
-def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    from qbench.core.options import from_args, require_existing
-    require_existing(args)
-    from qbench.core.registry import get_task
-    from qbench.run.runner import RunConfig, expand_tasks
-    from qbench.core.settings import user_settings
-    config = from_args(RunConfig, args)   # the same options as `run`, read the same way
-    names = expand_tasks(config.tasks)
-    settings = user_settings()   # flags override the environment and the config file, as in `run`
-    overrides = settings.data | config.data_paths
-    data_root = config.data_root or settings.data_root
-    options = config.task_options
-    all_ok = True
-    for name in names:
-        task = get_task(name, options.get(name))
-        if args.split and args.split not in task.splits:
-            print(f"{name}: NOT READY: no split {args.split!r} (has: {', '.join(task.splits)})")
-            all_ok = False
-            continue
-        check = check_task(task, data_root, overrides.get(name), args.split,
-                           decode=not args.no_decode, workers=args.workers)
-        print("\n".join(format_check(check)))
-        all_ok &= check.ok
-    return 0 if all_ok else 1
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="inspect benchmark data")
-    verbs = data.add_subparsers(dest="data_command", required=True)
-    p = verbs.add_parser("check", help="per task: files, counts, missing/unreadable/duplicate "
-                         "images, train/test overlap")
-    from qbench.core.options import add_options, names
-    from qbench.run.runner import RunConfig
-    p.add_argument("--tasks", type=names, default=["all"], help="comma-separated task names, "
-                   "'all' (the default), or task YAML files")
-    add_options(p, RunConfig, only=("data_root", "data_paths", "split", "task_options"))
-    p.add_argument("--no-decode", action="store_true",
-                   help="only check that images exist and hash them; do not decode")
-    p.add_argument("--workers", type=int, default=4, help="threads reading images")
-    p.set_defaults(func=cmd_check)

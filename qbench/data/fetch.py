@@ -17,7 +17,6 @@ and found by `qbench run` (settings.weights_path) without --model-path.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -33,19 +32,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
 
+from qbench.core.provenance import RECORD, RECORD_VERSION, read_record
+from qbench.core.settings import cache_root, user_settings
 from qbench.core.task import DataError, DataNotFound
 
 if TYPE_CHECKING:
-    from qbench.run.runner import RunConfig
     from qbench.data.sources import FileSpec, ModelSource, TaskSource
 
-RECORD = "qbench-source.json"          # in a fetched task folder: what filled it
-RECORD_VERSION = 1
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 CHUNK = 1 << 20
 PARTIAL = ".qbench-partial-"           # hidden sibling a task folder is assembled in
@@ -352,17 +350,6 @@ def place(path: Path, file: HubFile, source: TaskSource, staging: Path) -> dict[
 
 # ------------------------------------------------------------------------------ task data
 
-def read_record(folder: Path) -> list[dict[str, Any]] | None:
-    """What `qbench fetch` recorded filling `folder` (None: not fetched, or a damaged record,
-    which `qbench fetch` treats as not fetched)."""
-    try:
-        data = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    sources = data.get("sources") if isinstance(data, dict) else None
-    return sources if isinstance(sources, list) else None
-
-
 def _key(*fields: object) -> tuple:
     """What identifies a part of a task's data: repo, type, commit, file, into, root."""
     return fields
@@ -489,7 +476,6 @@ class ModelFetch:
 
 def stamp_path(source: ModelSource, commit: str) -> Path:
     """Where a verified set of weights is stamped (qbench's cache, not the hub's)."""
-    from qbench.core.settings import cache_root
     repo = f"{source.repo_type}s--{source.repo.replace('/', '--')}"
     name = source.subfolder.replace("/", "--") or "_"
     return cache_root() / "fetched" / repo / commit / f"{name}.json"
@@ -637,52 +623,25 @@ def fetch_all(console: Console, hub: Hub, tasks: list[TaskFetch],
     return folders
 
 
-def cmd_fetch(args: argparse.Namespace, console: Console) -> int:
-    from qbench.core.options import from_args, names
-    from qbench.run.runner import RunConfig, expand_tasks
-    from qbench.core.settings import user_settings
-    from qbench.data.sources import load_catalog
-    settings = user_settings()
-    config = from_args(RunConfig, args)
-    catalog = load_catalog(args.sources)
-    data_root = config.data_root or settings.data_root
-    overrides = settings.data | config.data_paths
-    tasks = expand_tasks(args.tasks) if args.tasks else []
-    models = [m for text in args.model for m in names(text)]
-    if not tasks and not models:
-        raise ValueError("nothing to fetch: pass --tasks T1,T2 (or all) and/or --model NAME")
-    unknown = [m for m in models if m not in catalog.models]
-    if unknown:
-        raise FetchError(f"no source for model {unknown[0]} in the catalog or sources files; "
-                         f"known: {', '.join(sorted(catalog.models))}")
-    hub = Hub.current()
-    commits: dict[tuple, str] = {}
-    plans = []
-    for name in tasks:
-        if name in catalog.tasks:
-            folder = task_folder(name, catalog.tasks[name], data_root, overrides.get(name))
-            plans.append(plan_task(hub, name, catalog.tasks[name], folder, commits))
-            plans[-1].check_folder()
-    weights = [plan_model(hub, m, catalog.models[m], commits) for m in models]
-    show(console, hub, plans, weights)
-    not_fetched = [n for n in tasks if n not in catalog.tasks]
-    for name in not_fetched:
-        why = catalog.manual.get(name, "no source in the catalog or sources files")
-        console.print(f"[yellow]{name}: not fetched:[/] {escape(why)}", soft_wrap=True)
-    if args.dry_run:
-        return 0
-    fetch_all(console, hub, plans, weights)
-    # a task named on purpose that cannot be fetched is a failure; `all` takes what it can
-    return 1 if not_fetched and "all" not in (args.tasks or []) else 0
 
 
-def fetch_missing(config: RunConfig, console: Console) -> dict[str, str]:
+class RunInputs(Protocol):
+    """What `fetch_missing` reads of a run's configuration (and fills in)."""
+
+    tasks: list[str]
+    model: str
+    model_path: Path | None
+    data_root: Path | None
+    data_paths: dict[str, Path]
+
+
+def fetch_missing(config: RunInputs, console: Console) -> dict[str, str]:
     """`qbench run`'s fetch: the tasks whose data is not found and the model's weights when
     none were given, as far as the catalog has sources, listed with sizes, then fetched.
     Off under HF_HUB_OFFLINE=1 (and --no-fetch). Returns what to download by hand for the
     tasks the catalog cannot fetch (shown with their skip lines)."""
     from qbench.core.registry import get_task, model_class
-    from qbench.run.runner import expand_tasks
+    from qbench.core.registry import task_names
     from qbench.core.settings import user_settings
     from qbench.data.sources import load_catalog
     hub = Hub.current()
@@ -692,7 +651,7 @@ def fetch_missing(config: RunConfig, console: Console) -> dict[str, str]:
     settings = user_settings()
     data_root = config.data_root or settings.data_root
     missing, manual = [], {}
-    for name in expand_tasks(config.tasks):
+    for name in task_names(config.tasks):
         try:
             get_task(name).locate(data_root, config.data_paths.get(name))
         except DataNotFound:
@@ -731,18 +690,24 @@ def fetch_missing(config: RunConfig, console: Console) -> dict[str, str]:
     return manual
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from qbench.core.options import add_options, names
-    from qbench.run.runner import RunConfig
-    p = subparsers.add_parser(
-        "fetch", help="download, verify and lay out benchmark data and weights (Hugging Face "
-                      "Hub; HF_ENDPOINT, HF_HUB_OFFLINE, HF_TOKEN)")
-    p.add_argument("--tasks", type=names, help="comma-separated task names, or 'all'")
-    p.add_argument("--model", action="append", default=[], metavar="NAME",
-                   help="weights of a catalog model (repeatable, or comma-separated)")
-    add_options(p, RunConfig, only=("data_root", "data_paths"))
-    p.add_argument("--sources", type=Path, metavar="FILE",
-                   help="sources file whose entries replace the catalog's of the same name")
-    p.add_argument("--dry-run", action="store_true",
-                   help="list what would be fetched, with sizes, and stop")
-    p.set_defaults(func=cmd_fetch)
+def weights_path(model: str, weights_folder: str | None, explicit: Path | None = None
+                 ) -> Path | None:
+    """A model's weights: --model-path, else the config's `models` entry, else its default
+    folder under the model root when it exists, else the copy `qbench fetch` verified in the
+    Hugging Face cache, else the default folder (absent: the error names it)."""
+    if explicit is not None:
+        return explicit
+    settings = user_settings()
+    if model in settings.models:
+        return settings.models[model]
+    default = settings.model_root / weights_folder if weights_folder and settings.model_root \
+        else None
+    if default is not None and default.exists():
+        return default
+    return fetched_weights(model) or default
+
+
+def model_weights(model: str, explicit: Path | None = None) -> Path | None:
+    """`weights_path` of a model by its name (its default folder is its class's)."""
+    from qbench.core.registry import model_class
+    return weights_path(model, getattr(model_class(model), "weights_folder", None), explicit)

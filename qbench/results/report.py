@@ -11,7 +11,6 @@ markdown twin (plots as PNG files beside it) for one or more run folders:
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import html
@@ -25,12 +24,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from rich.console import Console
-from rich.markup import escape
 from scipy import stats
 
 from qbench.scoring import formulas as metrics
-from qbench.results.compare import add_bootstrap_options
 from qbench.core.kinds import Kind
 from qbench.core.records import Prediction, Sample
 from qbench.results.leaderboard import flatten, leaderboard_row, metric_order
@@ -154,16 +150,17 @@ def leaderboard_table(runs: Sequence[RunView], intervals: dict[tuple[str, str], 
 def paper_tables(runs: Sequence[RunView], published: Sequence[Any], plcc: str) -> list[Table]:
     """The paper layouts these runs fill: Table 1 (the seven datasets, and any other score task
     measured), Table 2 for each degradation task, Table 6 for SRIQA-Bench."""
-    from qbench.results.tables import TABLE1_DATASETS, SRIQA_TASKS, paper_table, plain, render
+    from qbench.results.tables import default_tasks, paper_table, plain, render
+    sriqa = default_tasks("sriqa")
     measured = pd.DataFrame([leaderboard_row(run.run_id, run.model, run.metrics[task], None)
                              for run in runs for task in run.tasks()
                              if run.metrics[task].get("status") != "failed"])
     tasks = {t: run.kind(t) for run in runs for t in run.tasks()}
-    score = [t for t, kind in tasks.items() if kind == "score" and t not in SRIQA_TASKS]
-    layouts = [("score", {"datasets": list(dict.fromkeys([*TABLE1_DATASETS, *score])),
+    score = [t for t, kind in tasks.items() if kind == "score" and t not in sriqa]
+    layouts = [("score", {"datasets": list(dict.fromkeys([*default_tasks("score"), *score])),
                           "plcc": plcc})]
     layouts += [("degradation", {"task": t}) for t, kind in tasks.items() if kind == "degradation"]
-    if any(t in SRIQA_TASKS for t in tasks):
+    if any(t in sriqa for t in tasks):
         layouts.append(("sriqa", {"plcc": plcc}))
     out = []
     for layout, options in layouts:
@@ -460,31 +457,5 @@ def write_report(report: Report, output: Path) -> tuple[Path, Path]:
 
 # ------------------------------------------------------------------------ command
 
-def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    runs = [RunView.load(path).require_tasks() for path in args.runs]
-    if len({r.run_id for r in runs}) != len(runs):
-        raise ValueError("the same run was given twice")
-    published = []
-    if args.published:
-        from qbench.baselines.published import load_published
-        published = load_published()
-    report = build_report(runs, published=published, plcc=args.plcc, resamples=args.resamples,
-                          level=args.level, seed=args.seed)
-    html_path, md_path = write_report(report, args.output or runs[0].path / "report")
-    for note in report.notes:
-        console.print(f"[yellow]{escape(note)}[/]", soft_wrap=True, highlight=False)
-    console.print(f"wrote {html_path}\nwrote {md_path}")
-    return 0
 
 
-def add_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser("report", help="HTML + markdown report of one or more runs")
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
-    p.add_argument("--output", type=Path, help="report folder (default: RUN/report of the first run)")
-    p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
-                   help="set the published figures beside the runs in the paper tables "
-                        "(default: yes)")
-    p.add_argument("--plcc", choices=("raw", "logistic"), default="raw",
-                   help="which PLCC the paper tables' PLCC columns hold")
-    add_bootstrap_options(p)
-    p.set_defaults(func=cmd_report)

@@ -24,17 +24,18 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from qbench.baselines.published import PAPER_MEAN, PublishedFigure
+from qbench.core.registry import TASKS, load_plugins
+from qbench.results.published import PAPER_MEAN, PublishedFigure
 from qbench.core.protocol import CLASS_DISPLAY, CLASSES, DISTORTIONS
 
-TABLE1_DATASETS = ("koniq", "spaq", "kadid", "pipal", "livew", "agiqa3k", "csiq")
-DATASET_LABELS = {"koniq": "KonIQ", "spaq": "SPAQ", "kadid": "KADID", "pipal": "PIPAL",
-                  "livew": "LIVE-W", "agiqa3k": "AGIQA", "csiq": "CSIQ"}
 LAYOUTS = ("score", "degradation", "sriqa")
+# The tasks a layout shows when none are asked for, in the order of the paper table it mirrors:
+# declared by the plugin that knows that paper (`set_default_tasks`), so that qbench names no
+# dataset. Column headings come from each task's `label`.
+DEFAULT_TASKS: dict[str, tuple[str, ...]] = dict.fromkeys(LAYOUTS, ())
 FORMATS = ("text", "markdown", "latex", "csv")
 PLCC_HEADINGS = ("raw", "logistic")   # what a PLCC column can hold
 MEASURED_PLCC = {"raw": "plcc", "logistic": "plcc_logistic"}   # leaderboard column per convention
-SRIQA_TASKS = ("sriqa", "sriqa-compare")
 PAPER_MEAN_TOLERANCE = 0.001   # a printed mean of 3-decimal cells differs from ours by rounding
 
 # Footnote marks, in the order footnotes are listed: text form, LaTeX form.
@@ -107,8 +108,27 @@ class _Line:
     figures: dict[tuple[str, str], Cell] = field(default_factory=dict)
 
 
+def set_default_tasks(layout: str, tasks: Sequence[str]) -> None:
+    """The tasks `layout` shows by default (a plugin's declaration: the paper it mirrors)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown table layout {layout!r} (choose from {', '.join(LAYOUTS)})")
+    DEFAULT_TASKS[layout] = tuple(tasks)
+
+
+def default_tasks(layout: str) -> tuple[str, ...]:
+    load_plugins()
+    return DEFAULT_TASKS[layout]
+
+
+def label_of(task: str) -> str:
+    """A task's column heading: its declared label, else its name."""
+    load_plugins()
+    cls = TASKS.get(task)
+    return (cls.label if cls is not None else "") or task
+
+
 def score_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (), *,
-                datasets: Sequence[str] = TABLE1_DATASETS, plcc: str = "raw",
+                datasets: Sequence[str] | None = None, plcc: str = "raw",
                 digits: int = 3) -> PaperTable:
     """Table 1: per dataset a PLCC/SRCC pair, then the mean over the datasets shown.
 
@@ -117,14 +137,14 @@ def score_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (
     of baselines/published.py. Each row's mean covers the datasets it has; one that lacks some is
     marked and never bold."""
     _check_convention(plcc)
-    datasets = list(dict.fromkeys(datasets))
+    datasets = list(dict.fromkeys(default_tasks("score") if datasets is None else datasets))
     if not datasets:
         raise ValueError("score table: no datasets")
     lines = _measured_lines(measured, datasets, {"plcc": MEASURED_PLCC[plcc], "srcc": "srcc"},
                             by_task=False)
     figures = list(published)
     lines = _published_lines(figures, datasets, plcc, by_task=False) + lines
-    columns = [Column(DATASET_LABELS.get(d, d), label, f"{d}.{metric}", digits)
+    columns = [Column(label_of(d), label, f"{d}.{metric}", digits)
                for d in datasets for label, metric in (("PLCC", "plcc"), ("SRCC", "srcc"))]
     columns += [Column("Mean", "PLCC", "mean.plcc", digits), Column("Mean", "SRCC", "mean.srcc", digits)]
     rows = _rows(lines, lambda line: (
@@ -136,9 +156,14 @@ def score_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (
 
 
 def degradation_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (), *,
-                      task: str = "dq495k", digits: int = 4) -> PaperTable:
+                      task: str | None = None, digits: int = 4) -> PaperTable:
     """Table 2: accuracy of the distortion class per class and its mean, then of class + level
-    per distortion and its mean, for one task (published figures of the same dataset only)."""
+    per distortion and its mean, for one task (published figures of the same dataset only;
+    default: the layout's first default task)."""
+    if task is None:
+        if not default_tasks("degradation"):
+            raise ValueError("degradation table: no task given and none declared by default")
+        task = default_tasks("degradation")[0]
     metrics = [(f"class_acc.{c}", "Class accuracy", CLASS_DISPLAY[c]) for c in CLASSES]
     metrics += [("class_acc_mean", "Class accuracy", "mean")]
     metrics += [(f"level_acc.{c}", "Level accuracy", CLASS_DISPLAY[c]) for c in DISTORTIONS]
@@ -153,7 +178,7 @@ def degradation_table(measured: pd.DataFrame, published: Iterable[PublishedFigur
 
 
 def sriqa_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (), *,
-                tasks: Sequence[str] = SRIQA_TASKS, plcc: str = "raw") -> PaperTable:
+                tasks: Sequence[str] | None = None, plcc: str = "raw") -> PaperTable:
     """Table 6: Reg-Acc / Gen-Acc / Acc in percent, then PLCC/SRCC when any row has them.
     Measured rows come from the score task (`sriqa`) and the comparison task (`sriqa-compare`)."""
     _check_convention(plcc)
@@ -162,7 +187,8 @@ def sriqa_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (
     correlation = [Column("Correlation", "PLCC", "plcc", 4), Column("Correlation", "SRCC", "srcc", 4)]
     wanted = {c.key: c.key for c in accuracy} | {"plcc": MEASURED_PLCC[plcc], "srcc": "srcc"}
     lines = _published_lines(list(published), ["sriqa"], plcc, by_task=True) + \
-        _measured_lines(measured, list(tasks), wanted, by_task=True)
+        _measured_lines(measured, list(default_tasks("sriqa") if tasks is None else tasks),
+                        wanted, by_task=True)
     keys = [c.key for c in accuracy + correlation]
     rows = _rows(lines, lambda line: [line.figures.get(("", k), Cell()) for k in keys])
     if all(cell.value is None for row in rows for cell in row.cells[3:]):
@@ -329,7 +355,7 @@ def _paper_mean_notes(figures: list[PublishedFigure], rows: list[TableRow],
                       datasets: list[str]) -> list[str]:
     """Where a paper prints its own mean over exactly these datasets and it differs from the
     mean of its printed cells, say so (Q-Align's AVG PLCC in Q-Insight Table 1)."""
-    if set(datasets) != set(TABLE1_DATASETS):
+    if set(datasets) != set(default_tasks("score")):
         return []
     printed = {(f.method, f.training_set, f.reference, f.metric): f.value
                for f in figures if f.dataset == PAPER_MEAN}

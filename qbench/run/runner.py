@@ -29,7 +29,7 @@ from qbench.core.model import Model, ModelConfig, ModelError
 from qbench.core.options import fraction, model_args, names, option, paths, positive, task_args, task_paths
 from qbench.core.options import shard as shard_of
 from qbench.core.records import Prediction, Sample
-from qbench.core.registry import TASKS, RegistryError, create_model, get_task, include, load_plugins
+from qbench.core.registry import RegistryError, create_model, get_task, include, task_names
 from qbench.run.distributed import Ranks, launched, on_main
 from qbench.results.leaderboard import LEADERBOARD, rebuild_leaderboard
 from qbench.results.folder import SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError, RunView, TaskMetrics, records_digest, truth_of
@@ -137,19 +137,6 @@ class RunResult:
         return 3 if any(o.deviates for o in self.ran) else 0
 
 
-def expand_tasks(names: list[str]) -> list[str]:
-    """`all` means every registered task that takes part in full runs (demos excluded); a name
-    ending .yaml/.yml is a task file, registered under the name it defines."""
-    from qbench.core.registry import include_task_file, is_task_file
-    load_plugins()
-    out: list[str] = []
-    for name in names:
-        chosen = ([t for t, cls in sorted(TASKS.items()) if cls.in_all] if name == "all" else
-                  [include_task_file(name)] if is_task_file(name) else [name])
-        out += [t for t in chosen if t not in out]
-    return out
-
-
 def run_id(model: str, settings: dict[str, Any], split: str | None, limit: int | None,
            shard: tuple[int, int] | None, task_options: dict[str, dict[str, Any]] | None = None
            ) -> str:
@@ -221,28 +208,11 @@ def prepare_task(task: Task, config: RunConfig, model: Model) -> TaskData | str:
         return f"no split {split!r} (has: {', '.join(task.splits)})"
     try:
         folder = task.locate(config.data_root, config.data_paths.get(task.name))
-        data = load_split(task, folder, split)
+        data = task.load_split(folder, split)
     except DataError as exc:
         return str(exc)
     if not data.samples:
         return f"no samples in split {split!r} of {folder}"
-    return data
-
-
-def load_split(task: Task, folder: Path, split: str) -> TaskData:
-    """`task.load`, with the facts a plugin's loader may leave out taken from its declaration
-    (the split, its expected count, the ground-truth direction, the options)."""
-    data = task.load(folder, split)
-    data.split = data.split or split
-    if data.lower_better is None:
-        data.lower_better = task.lower_better
-    if data.expected_count is None:
-        data.expected_count = task.expected_count.get(split)
-    if not data.split_source:
-        data.split_source = data.source
-    data.options = data.options or task.option_values()
-    from qbench.data.fetch import read_record
-    data.fetched = read_record(folder)
     return data
 
 
@@ -434,15 +404,15 @@ def run(config: RunConfig, console: Console | None = None) -> RunResult:
 def run_ranks(config: RunConfig, console: Console, ranks: Ranks) -> RunResult:
     for path in config.include:
         include(path)
-    task_names = expand_tasks(config.tasks)
-    unknown = sorted(set(config.task_options) - set(task_names))
+    chosen = task_names(config.tasks)
+    unknown = sorted(set(config.task_options) - set(chosen))
     if unknown:
         raise RegistryError(f"--task-arg for {', '.join(unknown)}, which this run does not "
-                            f"include (tasks: {', '.join(task_names)})")
+                            f"include (tasks: {', '.join(chosen)})")
     if ranks.parallel and config.shard:
         raise ValueError("--shard under a launcher: its ranks already split every task; "
                          "launch one run, or shard without the launcher")
-    tasks = [get_task(name, config.task_options.get(name)) for name in task_names]
+    tasks = [get_task(name, config.task_options.get(name)) for name in chosen]
     if not 0 <= config.max_failure_rate <= 1:
         raise ValueError(f"max_failure_rate must be between 0 and 1, got {config.max_failure_rate}")
     model = create_model(config.model, ModelConfig(

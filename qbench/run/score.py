@@ -15,7 +15,6 @@ Images go through the run's machinery: batches decoded ahead in the prefetch poo
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import json
@@ -28,12 +27,11 @@ from typing import Any, TypedDict
 
 import pandas as pd
 from rich.console import Console
-from rich.markup import escape
 
 from qbench.core import provenance as mf
 from qbench.data.images import file_kind, prefetch_batches
 from qbench.core.model import Model, ModelConfig, ModelError
-from qbench.core.options import add_options, from_args, option, require_existing
+from qbench.core.options import option
 from qbench.core.records import Prediction, Sample
 from qbench.core.registry import create_model, include, model_class
 from qbench.core.files import locked, now, write_atomically
@@ -470,55 +468,7 @@ def first_errors(rows: list[dict[str, Any]]) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ the verb
 
-def summary_lines(result: ScoreResult) -> list[str]:
-    """What the command prints when it ends (rich markup)."""
-    failed = result.images - result.scored
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(result.statuses.items())
-                       if status != "ok")
-    resumed = f"; {result.resumed} from an earlier command" if result.resumed else ""
-    lines = [f"scored {result.scored} of {result.images} images, {failed} failed"
-             f"{f' ({counts})' if counts else ''}{resumed}: {escape(str(result.output))}"]
-    scale = (f", on a {result.score_range[0]:g}-{result.score_range[1]:g} scale"
-             if result.score_range else "")
-    lines.append(f"{escape(result.model)} scores: {'lower' if result.lower_better else 'higher'} "
-                 f"is better{scale}")
-    lines += [f"[yellow]{status}: first: {escape(error)}[/]"
-              for status, error in result.first_errors.items()]
-    lines += [f"[yellow]{escape(note)}[/]" for note in result.notes]
-    if result.failure:
-        lines.append(f"[red]qbench: FAILED: {escape(result.failure)}: exit status 1[/]")
-    elif result.lost:
-        lines.append(f"[red]qbench: {result.lost} of {result.images} images got no answer from "
-                     "the model (see above): exit status 3[/]")
-    return lines
 
 
-def cmd_score(args: argparse.Namespace, console: Console) -> int:
-    require_existing(args)
-    from qbench.core.settings import weights_path
-    config = from_args(ScoreConfig, args, paths=[Path(p) for p in args.paths])
-    factory = model_class(config.model)
-    config.model_path = weights_path(config.model, getattr(factory, "weights_folder", None),
-                                     config.model_path)
-    try:
-        result = score_images(config, console)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: scored images are kept; run the same command again "
-                      "to resume[/]")
-        return 130
-    if result.main:   # a launcher's other ranks: rank 0 reports for all
-        for line in summary_lines(result):
-            console.print(line, soft_wrap=True, highlight=False)
-    return result.exit_code
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "score", help="score image files, folders or list files (no ground truth)",
-        description="One row per image (score, status, error, the model's text) to CSV, Parquet "
-                    "or JSONL; run the same command again to resume.")
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="an image, a folder (searched recursively) or a list file (.txt, .lst, "
-                        ".list: one image path per line, relative to the list file)")
-    add_options(p, ScoreConfig)
-    p.set_defaults(func=cmd_score)

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from qbench import DataError
+from qbench.core.registry import load_plugins
+from qbench.core.task import DataError
 
-PUBLISHED_CSV = Path(__file__).with_name("published.csv")
+# The published-figure files of the installed plugins (`register_published`): qbench's own
+# models register baselines/published.csv
+PUBLISHED_FILES: list[Path] = []
 COLUMNS = ("method", "dataset", "metric", "value", "training_set", "plcc_convention",
            "reference", "note")
 PLCC_CONVENTIONS = ("raw", "logistic", "unstated")
@@ -71,8 +74,18 @@ def parse_figure(row: dict[str, str], where: str) -> PublishedFigure:
     return PublishedFigure(**(fields | {"value": value}))
 
 
-def load_published(path: Path = PUBLISHED_CSV) -> list[PublishedFigure]:
-    """Every figure of the table; DataError (one line) if the file is missing or malformed."""
+def register_published(path: Path) -> None:
+    """Add a plugin's file of published figures (the COLUMNS above) to every table."""
+    if path not in PUBLISHED_FILES:
+        PUBLISHED_FILES.append(path)
+
+
+def load_published(path: Path | None = None) -> list[PublishedFigure]:
+    """Every figure of `path`, or of every registered file; DataError (one line) if a file is
+    missing or malformed."""
+    if path is None:
+        load_plugins()
+        return [figure for registered in PUBLISHED_FILES for figure in load_published(registered)]
     if not path.is_file():
         raise DataError(f"published figures: no such file {path}")
     with path.open(newline="", encoding="utf-8") as handle:
