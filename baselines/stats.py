@@ -10,15 +10,14 @@ score is 5 − 4/5 · expected severity under the posterior: severity 0 (none) t
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFilter
 
 from qbench import Model, ModelConfig, Prediction, Sample, register_model
 from qbench.core.protocol import CLASSES, LEVELS
+from qbench.core.settings import cache_root
 
 FEATURES = ("log_noise", "sharpness", "blockiness", "p99_luma", "mean_luma", "log_lapvar",
             "reblur", "flat_blocks")
@@ -108,7 +107,7 @@ class StatsFit:
 def fit_on_disjoint_photos() -> StatsFit:
     """Fit on synthetic degradations of FIT_PHOTOS (cached as JSON in $QBENCH_CACHE)."""
     from qbench.tasks.synthetic import FIT_PHOTOS, bundled_photo, variants
-    cache = Path(os.environ.get("QBENCH_CACHE", "~/.cache/qbench")).expanduser() / f"stats-fit-v{FIT_VERSION}.json"
+    cache = cache_root() / f"stats-fit-v{FIT_VERSION}.json"
     if cache.exists():
         try:
             return StatsFit(json.loads(cache.read_text()))

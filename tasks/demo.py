@@ -8,7 +8,6 @@ demo-score        the same images scored; ground truth is 5 − severity (undist
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from qbench import Sample, Task, TaskData, register_task
@@ -16,12 +15,13 @@ from qbench.core.protocol import LEVELS
 
 from qbench.tasks.dq495k import read_dq_meta
 from qbench.tasks.synthetic import generate
+from qbench.core.settings import cache_root
 
 DEMO_VERSION = 1  # bump when the generator changes, so caches are rebuilt
 
 
 def demo_folder() -> Path:
-    cache = Path(os.environ.get("QBENCH_CACHE", "~/.cache/qbench")).expanduser()
+    cache = cache_root()
     return cache / f"demo-v{DEMO_VERSION}"
 
 

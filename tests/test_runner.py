@@ -6,10 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 from scipy import stats
 
 from qbench.core import registry

@@ -9,7 +9,7 @@ import numpy as np
 import openpyxl
 import pytest
 import scipy.io
-from test_tasks_score import build_csiq, build_deqa, build_koniq, build_livew, build_pipal, build_spaq
+from test_tasks_score import build_csiq, build_deqa, build_koniq, build_livew, build_pipal
 
 from qbench import DataError, DataNotFound
 from qbench.cli.main import main

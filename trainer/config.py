@@ -30,6 +30,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from qbench.core.userfiles import UserFileError, describe, load_yaml, parse_yaml, shown
 
 from qbench.trainer.trl_fields import GRPO_CONFIG_FIELDS, TRL_VERSION
+from qbench.core.launcher import launcher_place
 
 # U: mt.py:91-98 (the script's min/max_pixels defaults, passed to the processor, tr.py:297-298).
 MIN_PIXELS = 3136
@@ -407,10 +408,7 @@ def load_config(path: Path, *, overrides: dict[str, str] | None = None,
 
 def world_size() -> int:
     """Processes taking part (accelerate launch and torchrun set WORLD_SIZE)."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
+    return launcher_place().world
 
 
 def check_settings(config: TrainConfig, processes: int) -> None:

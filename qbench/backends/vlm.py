@@ -22,6 +22,7 @@ from PIL import Image
 
 from qbench.core.model import ModelError
 from qbench.backends.decoding import Decoding, vllm_sampling_kwargs
+from qbench.core.launcher import launcher_place
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -380,10 +381,10 @@ def restrict_to_rank_gpus(per_rank: int) -> None:
     """Under a launcher (torchrun, accelerate launch) each rank runs its own vLLM engine, data
     parallel, on its own `tensor_parallel_size` GPUs: vLLM places its workers on the first
     visible devices, so the rank's slice is made the visible set before vLLM starts."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    place = launcher_place()
+    if place.world > 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = rank_gpus(
-            int(os.environ.get("LOCAL_RANK", "0")), per_rank,
-            os.environ.get("CUDA_VISIBLE_DEVICES"))
+            place.local_rank, per_rank, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 class VLLMGenerator:

@@ -29,7 +29,7 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
@@ -39,7 +39,7 @@ from qbench.core.files import locked, now, write_json, write_text
 from qbench.core.records import Prediction, Sample, Status
 from qbench.scoring.metrics import METRICS as METRIC_REGISTRY
 from qbench.scoring.metrics import Conventions, Scored
-from qbench.core.task import DataError
+from qbench.core.task import DataError, TaskData
 
 # 3: manifest.json and each metrics.json entry carry a digest of their own content, and each
 # metrics entry the digest of the prediction records it was computed from.
@@ -103,6 +103,13 @@ class TaskFacts(TypedDict):
     n_selected: int
     data_fingerprint: str
     fetched: NotRequired[list[dict[str, Any]]]
+
+
+def task_facts(kind: str, data: TaskData, truth_meta: Iterable[str], n_selected: int,
+               data_fingerprint: str) -> TaskFacts:
+    """manifest.json's entry for a loaded task (the one builder of TaskFacts)."""
+    return cast(TaskFacts, {"kind": kind, **data.describe(), "truth_meta": list(truth_meta),
+                            "n_selected": n_selected, "data_fingerprint": data_fingerprint})
 
 
 class TaskMetrics(TypedDict):
@@ -255,7 +262,7 @@ class Manifest:
     model_settings: dict[str, Any]
     model_convention: dict[str, Any]
     config: dict[str, Any]
-    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasks: dict[str, TaskFacts] = field(default_factory=dict)
     model_fingerprint: str | None = None
     versions: dict[str, str] = field(default_factory=dict)
     git_commit: str | None = None

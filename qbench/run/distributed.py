@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from qbench.core.launcher import launcher_place
 
 T = TypeVar("T")
 
@@ -70,18 +71,12 @@ class Ranks:
         return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
 
 
-def _int_env(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError:
-        return default
-
-
 @contextlib.contextmanager
 def launched() -> Iterator[Ranks]:
     """The ranks of this process as the launcher set them, with a gloo process group for the
     run's duration when there is more than one (none is created for a single process)."""
-    ranks = Ranks(_int_env("RANK", 0), _int_env("WORLD_SIZE", 1), _int_env("LOCAL_RANK", 0))
+    place = launcher_place()
+    ranks = Ranks(place.rank, place.world, place.local_rank)
     if not ranks.parallel:
         yield ranks
         return

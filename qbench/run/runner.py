@@ -11,34 +11,30 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import traceback
-from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                           TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
-from rich.text import Text
+from rich.progress import (Progress)
 
 from qbench.core import provenance as mf
 from qbench.core.files import now
-from qbench.data.images import DEFAULT_MAX_PIXELS, Finish, prefetch_batches
-from qbench.core.model import Model, ModelConfig, ModelError
+from qbench.data.images import DEFAULT_MAX_PIXELS
+from qbench.core.model import Model, ModelConfig
 from qbench.core.options import fraction, model_args, names, option, paths, positive, task_args, task_paths
 from qbench.core.options import shard as shard_of
-from qbench.core.records import Prediction, Sample
+from qbench.core.records import Sample
 from qbench.core.registry import RegistryError, create_model, get_task, include, task_names
 from qbench.run.distributed import Ranks, launched, on_main
+from qbench.run.loop import (FailureBudget, failure_reason,
+                             lost_problem, predict_all, progress_bars)
 from qbench.results.leaderboard import LEADERBOARD, rebuild_leaderboard
-from qbench.results.folder import SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError, RunView, TaskMetrics, records_digest, truth_of
+from qbench.results.folder import SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError, RunView, TaskFacts, TaskMetrics, records_digest, task_facts, truth_of
 from qbench.scoring.metrics import Conventions, Scored, evaluate, intervals
 from qbench.core.task import DataError, Task, TaskData
 
 DEFAULT_MAX_FAILURE_RATE = 0.05
-# Exceptions a second try may not meet again: a dropped connection, a timeout, memory.
-TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)
 
 
 @dataclass
@@ -185,16 +181,8 @@ def subset_of(selected: int, available: int, limit: int | None,
 
 # ------------------------------------------------------------------------ progress display
 
-class RateColumn(ProgressColumn):
-    def render(self, task: Any) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} samples/s" if speed else "… samples/s", style="cyan")
 
 
-def progress_bars(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TaskProgressColumn(), RateColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
 
 
 # ------------------------------------------------------------------------ the run
@@ -216,102 +204,16 @@ def prepare_task(task: Task, config: RunConfig, model: Model) -> TaskData | str:
     return data
 
 
-# Statuses of samples that never got an answer from the model: the measured set is then not the
-# published one. (An unparsed answer is the model's own answer, counted in parsed_fraction.)
-LOST = ("image_error", "model_error", "missing")
-LOST_WORDS = {"image_error": "image errors (missing, unreadable, refused or undecodable "
-                             "images)", "model_error": "model errors",
-              "missing": "samples with no prediction"}
 
 
-def lost_counts(failure_counts: dict[str, int]) -> dict[str, int]:
-    return {status: failure_counts[status] for status in LOST if failure_counts.get(status)}
 
 
-def lost_problem(failure_counts: dict[str, int], total: int) -> str | None:
-    """The line that says how many samples never got an answer, and why."""
-    lost = lost_counts(failure_counts)
-    if not lost:
-        return None
-    causes = ", ".join(f"{n:,} {LOST_WORDS[status]}" for status, n in lost.items())
-    return (f"{sum(lost.values()):,} of {total:,} samples got no answer from the model: "
-            f"{causes}; their ids are in metrics.json")
 
 
-@dataclass
-class FailureBudget:
-    """Counts a task's model errors against --max-failure-rate while it runs. Past it, the task
-    stops: every further batch would cost time (or money) for a result that cannot be used.
-    (Image errors cost no model time; they count in the task's final judgment,
-    `failure_reason`, with the model errors.)"""
-
-    samples: int
-    rate: float
-    failed: int = 0
-    first: str | None = None
-
-    @property
-    def allowed(self) -> int:
-        return int(self.rate * self.samples)
-
-    @property
-    def exceeded(self) -> bool:
-        return self.failed > self.allowed
-
-    def count(self, errors: list[str]) -> None:
-        if errors and self.first is None:
-            self.first = errors[0]
-        self.failed += len(errors)
-
-    def reason(self) -> str:
-        return (f"{self.failed} model errors, more than --max-failure-rate {self.rate:g} of "
-                f"{self.samples} samples allows ({self.allowed}); first: {self.first}")
 
 
-def failure_reason(stopped: str | None, lost: dict[str, int], usable: int, total: int,
-                   rate: float, unit: str) -> str | None:
-    """Why a task (or a `qbench score` command) failed, None if it did not: stopped past the
-    failure budget, `lost` answers (counts by status: model, image errors, ...) past
-    --max-failure-rate at the end (earlier commands' rows counted), or not one usable answer
-    among `total` (samples or images: `unit`)."""
-    if stopped:
-        return stopped
-    lost = lost_counts(lost)
-    if sum(lost.values()) > rate * total:
-        causes = ", ".join(f"{n} {status.replace('_', ' ')}s" for status, n in lost.items())
-        return (f"{sum(lost.values())} of {total} {unit}s got no answer ({causes}), more than "
-                f"--max-failure-rate {rate:g} allows")
-    if total and not usable:
-        return f"no {unit} has a usable answer"
-    return None
 
 
-def predict_batch(model: Model, batch: list[Sample], images: list, folder: RunFolder,
-                  task: str, budget: FailureBudget,
-                  prepared: Future[Finish] | None = None) -> list[dict[str, Any]]:
-    """The model's answers for one batch as prediction rows (`prepared`: the model's prepare
-    of this batch, run ahead by prefetch_batches). An exception costs the batch's
-    samples, recorded as model errors; its traceback goes to errors.log the first time, and
-    whether a second try could succeed (a transient error) is kept with each row."""
-    try:
-        finish = prepared.result() if prepared is not None else model.prepare(batch, images)
-        predicted = finish()
-        if len(predicted) != len(batch):
-            raise ModelError(f"returned {len(predicted)} predictions for {len(batch)} samples")
-        rows = [p.to_json() for p in predicted]
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # one bad batch costs its samples, counted, not the run
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        transient = isinstance(exc, TRANSIENT) or "out of memory" in str(exc).lower()
-        if budget.first is None:
-            path = folder.record_error(f"task {task}, batch of {len(batch)} samples",
-                                       traceback.format_exc())
-            budget.first = f"{message} (traceback in {path})"
-        rows = [Prediction.failure(s, "model_error", message).to_json() | {"transient": transient}
-                for s in batch]
-    budget.count([r["error"] for r in rows if r["status"] == "model_error"])
-    return rows
 
 
 def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, config: RunConfig,
@@ -323,21 +225,12 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
     done = log.done(task.name)
     todo = [s for s in mine if s.id not in done]
     bar = progress.add_task(f"{task.name:<18}", total=len(mine), completed=len(mine) - len(todo))
-    by_id = {s.id: s for s in todo}
     budget = FailureBudget(len(mine), config.max_failure_rate)
-    for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
-                                  workers=config.workers, max_pixels=config.max_pixels,
-                                  prepare=model.prepare):
-        rows = [Prediction.failure(by_id[sid], "image_error", err).to_json()
-                for sid, err in batch.errors.items()]
-        if batch.samples:
-            rows += predict_batch(model, batch.samples, batch.images, folder, task.name, budget,
-                                  batch.prepared)
-        log.write([row | {"truth": truth_of(by_id[row["sample_id"]], task.truth_meta)}
-                   for row in rows])
-        progress.advance(bar, len(rows))
-        if budget.exceeded:
-            break
+    predict_all(todo, model, log, folder, label=task.name, budget=budget,
+                batch_size=config.batch_size, workers=config.workers,
+                max_pixels=config.max_pixels,
+                annotate=lambda sample: {"truth": truth_of(sample, task.truth_meta)},
+                advance=lambda n: progress.advance(bar, n))
     ranks.barrier()   # every rank's part is written
 
     def gather_and_score() -> dict[str, Any]:
@@ -465,10 +358,9 @@ def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunCo
                         return (f"its data changed since {folder.path} was started (samples or "
                                 "ground truth differ): finished predictions would not match; use "
                                 "--run-name or --output for a new run")
-                    manifest.tasks[task.name] = {
-                        "kind": task.kind, **data.describe(), "truth_meta": list(task.truth_meta),
-                        "n_selected": len(select(data.samples, config)),
-                        "data_fingerprint": fingerprint}
+                    manifest.tasks[task.name] = task_facts(
+                        task.kind, data, task.truth_meta, len(select(data.samples, config)),
+                        fingerprint)
                     folder.write_manifest(manifest)
                     return None
                 skipped = ranks.main_does(admit)
@@ -586,12 +478,13 @@ def check_shard(view: RunView, count: int) -> None:
 
 def merge_locked(views: list[RunView], target: RunFolder, output_dir: Path) -> RunResult:
     first = views[0]
-    tasks: dict[str, dict[str, Any]] = {}
+    tasks: dict[str, TaskFacts] = {}
     with target.open_log() as log:
         for view in views:
             log.write(list(view.rows.rows.values()))
             for name, facts in view.manifest.tasks.items():
-                entry = tasks.setdefault(name, dict(facts, n_selected=0))
+                # the shards' facts agree (merge checked their fingerprints) but their selections
+                entry = tasks.setdefault(name, TaskFacts(**{**facts, "n_selected": 0}))
                 entry["n_selected"] += facts["n_selected"]
     config = first.manifest.config
     manifest = Manifest(**{**asdict(first.manifest), "run_id": target.path.name,

@@ -29,7 +29,7 @@ import pandas as pd
 from rich.console import Console
 
 from qbench.core import provenance as mf
-from qbench.data.images import file_kind, prefetch_batches
+from qbench.data.images import file_kind
 from qbench.core.model import Model, ModelConfig, ModelError
 from qbench.core.options import option
 from qbench.core.records import Prediction, Sample
@@ -37,7 +37,8 @@ from qbench.core.registry import create_model, include, model_class
 from qbench.core.files import locked, now, write_atomically
 from qbench.results.folder import LOCK, Manifest, PredictionLog, RunFolder
 from qbench.run.distributed import Ranks, launched, on_main
-from qbench.run.runner import FailureBudget, RunConfig, failure_reason, lost_counts, part, predict_batch, progress_bars, select
+from qbench.run.loop import FailureBudget, failure_reason, lost_counts, predict_all, progress_bars
+from qbench.run.runner import RunConfig, part, select
 from qbench.core.task import DataError
 
 TASK = "images"   # every sample's task: what the shard hash and precomputed's `task` column see
@@ -400,25 +401,16 @@ def score_locked(samples: list[Sample], model: Model, config: ScoreConfig, folde
                           "modification time): scored again")
         resumed = sum(1 for s in samples if s.id in done)
         todo = [s for s in mine if s.id not in done]
-        by_id = {s.id: s for s in todo}
         for sample in todo:   # taken before decoding: a file changed later is scored again
             state(sample.images[0])
         with progress_bars(console, config.progress and ranks.main) as progress:
             bar = progress.add_task(f"{'images':<18}", total=len(mine),
                                     completed=len(mine) - len(todo))
-            for batch in prefetch_batches(todo, config.batch_size, decode=model.needs_images,
-                                          workers=config.workers, max_pixels=config.max_pixels,
-                                          prepare=model.prepare):
-                rows = [Prediction.failure(by_id[sid], "image_error", error).to_json()
-                        for sid, error in batch.errors.items()]
-                if batch.samples:
-                    rows += predict_batch(model, batch.samples, batch.images, folder, TASK, budget,
-                                          batch.prepared)
-                log.write([row | {"file": state(by_id[row["sample_id"]].images[0])}
-                           for row in rows])
-                progress.advance(bar, len(rows))
-                if budget.exceeded:
-                    break
+            predict_all(todo, model, log, folder, label=TASK, budget=budget,
+                        batch_size=config.batch_size, workers=config.workers,
+                        max_pixels=config.max_pixels,
+                        annotate=lambda sample: {"file": state(sample.images[0])},
+                        advance=lambda n: progress.advance(bar, n))
     finally:
         log.close()
     ranks.barrier()   # every rank's log is written and closed
