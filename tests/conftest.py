@@ -26,10 +26,11 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    """A loopback Hugging Face Hub (tests/hub_server.py) that huggingface_hub reaches through
+    """A loopback Hugging Face Hub (tests/support/hub_server.py) that huggingface_hub reaches through
     HF_ENDPOINT, with an empty cache of its own; the test adds the repositories."""
-    from hub_server import FakeHub
     from huggingface_hub import constants
+
+    from hub_server import FakeHub
     server = FakeHub()
     monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
