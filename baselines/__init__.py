@@ -3,7 +3,13 @@ published. Importing this package registers them."""
 from pathlib import Path
 
 from qbench.baselines import (  # noqa: F401 (importing them registers them)
-    classical, openai_api, precomputed, qalign, qinsight, stats)
+    classical,
+    openai_api,
+    precomputed,
+    qalign,
+    qinsight,
+    stats,
+)
 from qbench.results.published import register_published
 from qbench.results.tables import set_default_tasks
 

@@ -71,6 +71,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _score_in_replica(images: Sequence[Image.Image]) -> Prediction:
+    assert _replica_score is not None, "runs only in a replica, which _start_replica set up"
     return score_one(_replica_score, images)
 
 
@@ -127,7 +128,7 @@ class OneAtATime(Model):
                 ) -> list[Prediction]:
         predictions = self.replicas.map(images) if self.replicas \
             else [score_one(self._score, imgs) for imgs in images]
-        for sample, prediction in zip(samples, predictions):
+        for sample, prediction in zip(samples, predictions, strict=True):
             prediction.task, prediction.sample_id = sample.task, sample.id
         return predictions
 

@@ -658,6 +658,12 @@ def _square_side(value: Any, what: str) -> int:
     raise Owl2Error(f"preprocessor_config.json: unsupported {what} {value!r}")
 
 
+def _rgb(values: Any) -> tuple[float, float, float]:
+    """One value per RGB channel (a ValueError unless there are three)."""
+    red, green, blue = map(float, values)
+    return red, green, blue
+
+
 @dataclass(frozen=True)
 class Owl2ImageProcessor:
     """preprocessor_config.json (a CLIPImageProcessor) applied as transformers 4.36 applies it,
@@ -674,7 +680,7 @@ class Owl2ImageProcessor:
     def from_folder(cls, folder: Path) -> Owl2ImageProcessor:
         try:
             raw = json.loads((folder / "preprocessor_config.json").read_text())
-            mean, std = tuple(map(float, raw["image_mean"])), tuple(map(float, raw["image_std"]))
+            mean, std = _rgb(raw["image_mean"]), _rgb(raw["image_std"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise Owl2Error(f"cannot read {folder}/preprocessor_config.json: "
                              f"{type(exc).__name__}: {exc}") from None
@@ -691,7 +697,8 @@ class Owl2ImageProcessor:
 
     @property
     def fill(self) -> tuple[int, int, int]:
-        return tuple(int(255 * m) for m in self.image_mean)
+        red, green, blue = self.image_mean
+        return int(255 * red), int(255 * green), int(255 * blue)
 
     def pixel_array(self, image: Image.Image) -> np.ndarray:
         square = pad_to_square(image.convert("RGB"), self.fill)

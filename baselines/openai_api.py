@@ -32,10 +32,9 @@ from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_
 from qbench.backends.answers import predictions_from_answers
 from qbench.backends.decoding import Decoding, checkpoint_defaults, openai_sampling_fields
 from qbench.backends.http import ChatClient, EndpointSettings, openai_messages
+from qbench.baselines.qinsight import DEFAULT_DECODING, decoding_for
 from qbench.core.model import Timer
 from qbench.core.protocol import build_messages
-
-from qbench.baselines.qinsight import DEFAULT_DECODING, decoding_for
 
 EXTENSION_FIELDS = ("top_k", "repetition_penalty")
 
@@ -117,7 +116,7 @@ class OpenAIChat(Model):
                 ) -> list[Prediction]:
         with Timer() as timer:
             results = self.client.complete_many(
-                [self.payload(s, imgs) for s, imgs in zip(samples, images)])
+                [self.payload(s, imgs) for s, imgs in zip(samples, images, strict=True)])
         return predictions_from_answers(samples, [texts for texts, _ in results], timer.seconds,
                                         [error for _, error in results])
 

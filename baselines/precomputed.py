@@ -23,7 +23,16 @@ import pandas as pd
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
 from qbench.core.protocol import CHOICES, canonical_class, canonical_level
-from qbench.core.userfiles import MAX_JSON_BYTES, UserFileError, parse_json, parse_jsonl, read_text, shown, shown_key, shown_names
+from qbench.core.userfiles import (
+    MAX_JSON_BYTES,
+    UserFileError,
+    parse_json,
+    parse_jsonl,
+    read_text,
+    shown,
+    shown_key,
+    shown_names,
+)
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -48,7 +57,8 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
             except (ValueError, pd.errors.ParserError) as exc:
                 raise UserFileError(where, f"not a readable CSV: "
                                            f"{str(exc).splitlines()[0]}") from None
-            rows = [(f"row {i}", row) for i, row in enumerate(frame.to_dict("records"), 1)]
+            rows = [(f"row {i}", {str(key): value for key, value in row.items()})
+                    for i, row in enumerate(frame.to_dict("records"), 1)]
     except UserFileError as exc:
         raise ModelError(f"precomputed: {exc}") from None
     columns = list(dict.fromkeys(key for _, row in rows for key in row))
@@ -95,7 +105,8 @@ def row_prediction(sample: Sample, row: dict[str, Any]) -> Prediction:
     if sample.kind == "score":
         value = row.get("score")
         try:
-            if isinstance(value, bool):   # JSON true is not a score (float(True) would be 1.0)
+            # JSON true is not a score (float(True) would be 1.0), nor is a missing one
+            if value is None or isinstance(value, bool):
                 raise TypeError
             pred.score = float(value)
             if not math.isfinite(pred.score):

@@ -27,15 +27,25 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
 from qbench import Model, ModelConfig, ModelError, Prediction, Sample, register_model
-from qbench.backends.vlm import (LoadSettings, chat_prompt, expected_level, free_gpu_cache,
-                                 input_builder, is_cuda, level_token_ids, load_hf_vlm,
-                                 next_token_logits, require_model_dir, resolve_device,
-                                 torch_dtype)
+from qbench.backends.vlm import (
+    LoadSettings,
+    chat_prompt,
+    expected_level,
+    free_gpu_cache,
+    input_builder,
+    is_cuda,
+    level_token_ids,
+    load_hf_vlm,
+    next_token_logits,
+    require_model_dir,
+    resolve_device,
+    torch_dtype,
+)
 from qbench.core.model import Timer
 
 LEVEL_QUESTION = "How would you rate the quality of this image?"
@@ -93,8 +103,8 @@ class LevelScorer(Model):
             scores, probs = expected_level(self.logits_of(inputs), LEVEL_WEIGHTS)
         each = (prepared_s + timer.seconds) / max(len(samples), 1)
         out = []
-        for sample, score, p in zip(samples, scores.tolist(), probs.tolist()):
-            level_probs = dict(zip(LEVEL_WORDS, (round(x, 6) for x in p)))
+        for sample, score, p in zip(samples, scores.tolist(), probs.tolist(), strict=True):
+            level_probs = dict(zip(LEVEL_WORDS, (round(x, 6) for x in p), strict=True))
             if not math.isfinite(score):
                 out.append(Prediction(task=sample.task, sample_id=sample.id,
                                       status="model_error", error="non-finite level logits",
@@ -244,6 +254,7 @@ class Owl2Levels(LevelScorer):
 
     Options = Owl2Options
     options: Owl2Options
+    weights: ClassVar[str]   # each subclass names the weights it reads
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)

@@ -37,15 +37,31 @@ from PIL import Image
 
 from qbench import Model, ModelConfig, Prediction, Sample, register_model
 from qbench.backends.answers import predictions_from_answers
-from qbench.backends.decoding import (CheckpointDefaults, Decoding, DecodingPreset,
-                                      checkpoint_defaults, choose_decoding)
-from qbench.backends.vlm import (Generation, Generator, LoadSettings, TransformersGenerator,
-                                 VLLMGenerator, VLLMSettings, chat_prompt, load_hf_vlm,
-                                 load_processor, prepare_generation, require_model_dir,
-                                 resolve_device, resolve_dtype)
-from qbench.data.fetch import weights_source
+from qbench.backends.decoding import (
+    CheckpointDefaults,
+    Decoding,
+    DecodingPreset,
+    checkpoint_defaults,
+    choose_decoding,
+)
+from qbench.backends.vlm import (
+    Generation,
+    Generator,
+    LoadSettings,
+    TransformersGenerator,
+    VLLMGenerator,
+    VLLMSettings,
+    chat_prompt,
+    load_hf_vlm,
+    load_processor,
+    prepare_generation,
+    require_model_dir,
+    resolve_device,
+    resolve_dtype,
+)
 from qbench.core.model import Timer
 from qbench.core.protocol import build_messages
+from qbench.data.fetch import weights_source
 
 DEMO_SCRIPTS = "bytedance/Q-Insight src/eval/demo_{score,dist,comparison}.py"
 DECODING_PRESETS: dict[str, DecodingPreset] = {

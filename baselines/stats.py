@@ -82,7 +82,7 @@ class StatsFit:
         self.cell_logdet = np.linalg.slogdet(covs)[1]
 
     @classmethod
-    def fit(cls, features: np.ndarray, classes: Sequence[str], levels: Sequence[int]) -> "StatsFit":
+    def fit(cls, features: np.ndarray, classes: Sequence[str], levels: Sequence[int]) -> StatsFit:
         mean, scale = features.mean(0), features.std(0) + 1e-9
         z = (features - mean) / scale
         labels, level_arr = np.asarray(classes), np.asarray(levels)
@@ -114,7 +114,8 @@ def fit_on_disjoint_photos() -> StatsFit:
         except (ValueError, KeyError, TypeError, np.linalg.LinAlgError):
             pass  # a damaged cache is refitted
     rows, classes, levels = [], [], []
-    for v in variants([bundled_photo(*p) for p in FIT_PHOTOS], seed=FIT_SEED, crops_per_photo=FIT_CROPS):
+    photos = [bundled_photo(*p) for p in FIT_PHOTOS]
+    for v in variants(photos, seed=FIT_SEED, crops_per_photo=FIT_CROPS):
         rows.append(image_statistics(v.image))
         classes.append(v.distortion)
         levels.append(v.severity)
@@ -142,13 +143,13 @@ class StatsModel(Model):
     def predict(self, samples: Sequence[Sample], images: Sequence[Sequence[Image.Image]]
                 ) -> list[Prediction]:
         out = []
-        for sample, (image, *_) in zip(samples, images):
+        for sample, (image, *_) in zip(samples, images, strict=True):
             posterior = self.fit.posterior(image_statistics(image))
-            by_class = {c: float(sum(p for (cc, _), p in zip(CELLS, posterior) if cc == c))
-                        for c in CLASSES}
-            cls = max(by_class, key=by_class.get)
-            _, level = max((p, lev) for (cc, lev), p in zip(CELLS, posterior) if cc == cls)
-            expected_severity = float(sum(p * lev for (_, lev), p in zip(CELLS, posterior)))
+            cells = list(zip(CELLS, posterior, strict=True))
+            by_class = {c: float(sum(p for (cc, _), p in cells if cc == c)) for c in CLASSES}
+            cls = max(by_class, key=by_class.__getitem__)
+            _, level = max((p, lev) for (cc, lev), p in cells if cc == cls)
+            expected_severity = float(sum(p * lev for (_, lev), p in cells))
             out.append(Prediction(task=sample.task, sample_id=sample.id,
                                   score=5.0 - 0.8 * expected_severity, distortion_class=cls,
                                   severity="null" if cls == "null" else LEVELS[level - 1],

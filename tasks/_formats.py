@@ -54,7 +54,8 @@ def safe_path(root: Path, relative: str, source: Path) -> Path:
     """`root / relative` for a path read from a meta file, refused when absolute or escaping."""
     text = str(relative).replace("\\", "/")
     if PurePosixPath(text).is_absolute():
-        raise DataError(f"{source}: image path {relative!r} leads outside the data root {root}; refused")
+        raise DataError(f"{source}: image path {relative!r} leads outside the data root {root}; "
+                        "refused")
     return check_inside(root, root / PurePosixPath(text), source, relative)
 
 
@@ -114,7 +115,8 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], path: Path, where: str
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns)) or "none"
-        raise DataError(f"{path}{where}: missing column(s) {', '.join(missing)}; columns found: {found}")
+        raise DataError(f"{path}{where}: missing column(s) {', '.join(missing)}; "
+                        f"columns found: {found}")
 
 
 def read_csv(path: Path, columns: Sequence[str]) -> pd.DataFrame:
@@ -139,10 +141,12 @@ def read_xlsx(path: Path, columns: Sequence[str], sheet: str | int = 0, header_r
         raise DataError(f"{path}: file not found") from None
     # what openpyxl raises on a file that is not an XLSX workbook
     except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: not a readable XLSX workbook: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"{path}: not a readable XLSX workbook: "
+                        f"{str(exc).splitlines()[0]}") from None
     with sheets:
         if isinstance(sheet, str) and sheet not in sheets.sheet_names:
-            raise DataError(f"{path}: no sheet {sheet!r}; sheets found: {', '.join(sheets.sheet_names)}")
+            raise DataError(f"{path}: no sheet {sheet!r}; "
+                            f"sheets found: {', '.join(map(str, sheets.sheet_names))}")
         frame = pd.read_excel(sheets, sheet_name=sheet, header=header_row - 1)
     frame = frame.dropna(how="all")
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -210,9 +214,11 @@ def keep_first(rows: list[ScoreRow], source: Path | str) -> tuple[list[ScoreRow]
             first[row.image] = row
     if not extra:
         return rows, 0, []
-    differ = [image for image, scores in extra.items() if any(s != first[image].mos for s in scores)]
-    shown = "; ".join(f"{image.name} ({', '.join(f'{v:g}' for v in [first[image].mos, *extra[image]])})"
-                      for image in list(extra)[:3])
+    differ = [image for image, scores in extra.items()
+              if any(s != first[image].mos for s in scores)]
+    shown = "; ".join(
+        f"{image.name} ({', '.join(f'{v:g}' for v in [first[image].mos, *extra[image]])})"
+        for image in list(extra)[:3])
     note = (f"{len(extra)} images listed more than once in {source} ({len(differ)} with different "
             f"scores); kept the first row of each: {shown}")
     return list(first.values()), len(extra), [note]
@@ -272,7 +278,9 @@ def read_deqa(folder: Path, meta: Path,
     kept raw. The caller reads its direction off gt_score_norm (see `direction_of`). An image
     not at its listed path is looked up by file name in `images()` (built only then): archives
     of the same images lay them out otherwise (pyiqa's PIPAL: Dist_Imgs/ for images/)."""
-    rows, norms, reasons = [], [], Counter()
+    rows: list[ScoreRow] = []
+    norms: list[float | None] = []
+    reasons: Counter[str] = Counter()
     index: dict[str, Path] | None = None
     moved = 0
     records = read_json_records(meta)
@@ -307,10 +315,10 @@ def direction_of(rows: MetaRows, declared_lower_better: bool, meta: Path) -> tup
     """Whether gt_score is lower-is-better in this file, read off gt_score_norm (which REFERENCE
     §2 says is always higher-is-better): re-packagings of DMOS sets differ in whether they
     flipped the raw score. The declaration stands where the file cannot tell."""
-    paired = [(r.mos, n) for r, n in zip(rows.rows, rows.norms) if n is not None]
+    paired = [(r.mos, n) for r, n in zip(rows.rows, rows.norms, strict=True) if n is not None]
     if len(paired) < 3 or np.ptp([p[0] for p in paired]) == 0:
         return declared_lower_better, []
-    rho = float(stats.spearmanr(*zip(*paired))[0])
+    rho = float(stats.spearmanr(*zip(*paired, strict=True))[0])
     found = bool(rho < 0) if math.isfinite(rho) else declared_lower_better
     if found == declared_lower_better:
         return found, []
@@ -335,7 +343,8 @@ def read_qalign(folder: Path, meta: Path, images: dict[str, Path]) -> MetaRows:
     Their image paths are relative to Q-Align's data folder (`koniq/x.jpg`); an image is looked
     for there relative to this folder's parent, then to this folder, then by file name among
     `images` (the release's own image folders)."""
-    rows, reasons = [], Counter()
+    rows: list[ScoreRow] = []
+    reasons: Counter[str] = Counter()
     records = read_json_records(meta)
     for record in records:
         key = next((k for k in QALIGN_IMAGE_KEYS if isinstance(record, dict) and k in record), None)

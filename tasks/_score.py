@@ -17,8 +17,23 @@ from pathlib import Path
 from typing import ClassVar
 
 from qbench import DataError, Sample, Task, TaskData
-
-from qbench.tasks._formats import MetaRows, ScoreRow, check_inside, direction_of, drop_note, find_meta, index_images, keep_first, read_deqa, read_name_list, read_qalign, relative_id, rescale, select_listed, usable_score
+from qbench.tasks._formats import (
+    MetaRows,
+    ScoreRow,
+    check_inside,
+    direction_of,
+    drop_note,
+    find_meta,
+    index_images,
+    keep_first,
+    read_deqa,
+    read_name_list,
+    read_qalign,
+    relative_id,
+    rescale,
+    select_listed,
+    usable_score,
+)
 
 
 @dataclass(frozen=True)
@@ -123,12 +138,14 @@ class ScoreTask(Task):
                  else "non-finite")
         notes = table.notes + drop_note(len(table.rows) - len(valid),
                                         f"rows with a missing or {scale} score", table.path)
-        if spec.native not in ("*", None) and not spec.names and all(r.split is None for r in valid):
+        if spec.native not in ("*", None) and not spec.names \
+                and all(r.split is None for r in valid):
             raise DataError(f"{self.name}: {table.path.name} has no split column to define "
                             f"split {split!r}; the splits that work with it: "
                             f"{', '.join(self.native_splits_without_column())}")
         rows, repeated, repeat_notes = keep_first(valid, table.path)
-        norms = dict(zip((r.image for r in rows), rescale([r.mos for r in rows], self.lower_better)))
+        norms = dict(zip((r.image for r in rows),
+                         rescale([r.mos for r in rows], self.lower_better), strict=True))
         file = relative_id(table.path, folder)
         if spec.names:
             label = f"the packaged list {spec.names}"
@@ -159,9 +176,10 @@ class ScoreTask(Task):
     def load_qalign(self, folder: Path, meta: Path, split: str, spec: Split) -> TaskData:
         images = index_images([folder / f for f in self.image_folders] or [folder])
         found = read_qalign(folder, meta, images)
-        valid = [r for r in found.rows if usable_score(r.mos, self.qalign_range) is not None]
-        if len(valid) < len(found.rows):
-            scale = f"{self.qalign_range[0]:g}..{self.qalign_range[1]:g}"
+        scale_range = self.qalign_range   # without one, read_qalign's finite scores all stand
+        valid = [r for r in found.rows if usable_score(r.mos, scale_range) is not None]
+        if scale_range is not None and len(valid) < len(found.rows):
+            scale = f"{scale_range[0]:g}..{scale_range[1]:g}"
             found.notes.append(f"dropped {len(found.rows) - len(valid)} records of {meta.name} "
                                f"with a gt_score outside {scale}")
             found = MetaRows(valid, [None] * len(valid), found.read,
@@ -176,18 +194,19 @@ class ScoreTask(Task):
             raise DataError(f"{meta}: no record has a usable image and score"
                             + (f" ({found.notes[0]})" if found.notes else ""))
         rows, repeated, repeat_notes = keep_first(found.rows, meta.name)
-        norm_of = {}
-        for row, norm in zip(found.rows, found.norms):
+        norm_of: dict[Path, float | None] = {}
+        for row, norm in zip(found.rows, found.norms, strict=True):
             norm_of.setdefault(row.image, norm)
         notes = found.notes + direction_notes + repeat_notes
-        if any(norm_of[r.image] is None for r in rows):
-            scaled = rescale([r.mos for r in rows], lower_better)
-            norm_of = {r.image: n for r, n in zip(rows, scaled)}
+        given = [norm_of[r.image] for r in rows]
+        norms = [n for n in given if n is not None]
+        if len(norms) < len(given):
+            norms = rescale([r.mos for r in rows], lower_better)
             notes.append(f"{meta.name}: no gt_score_norm; [1, 5] scores rescaled over this "
                          f"file's min/max, not the whole dataset's")
         root = folder.parent
         where = relative_id(meta, root)
-        return self.data([(r, norm_of[r.image]) for r in rows], root, split, spec, kind,
+        return self.data(list(zip(rows, norms, strict=True)), root, split, spec, kind,
                          source=f"{label} {where}", split_source=f"{label} {where}", notes=notes,
                          mos_range=self.qalign_range if kind == "qalign" else None,
                          read=found.read, dropped=found.dropped + repeated, repeated=repeated,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qbench import register_task
-
 from qbench.tasks._formats import ScoreRow, index_images, read_csv
 from qbench.tasks._score import NativeTable, ScoreTask, Split
 
@@ -28,7 +27,9 @@ class AGIQA3K(ScoreTask):
         frame = read_csv(path, ["name", "mos_quality"])
         found = index_images([folder])
         prompts = frame["prompt"] if "prompt" in frame.columns else [None] * len(frame)
-        return NativeTable([ScoreRow(found.get(str(name).strip().lower(), folder / str(name).strip()),
+        columns = zip(frame["name"], frame["mos_quality"], prompts, strict=True)
+        return NativeTable([ScoreRow(found.get(str(name).strip().lower(),
+                                               folder / str(name).strip()),
                                      mos, meta={"prompt": prompt})
-                            for name, mos, prompt in zip(frame["name"], frame["mos_quality"], prompts)],
+                            for name, mos, prompt in columns],
                            path, (0.0, 5.0))

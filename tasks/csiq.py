@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qbench import register_task
-
 from qbench.tasks._formats import ScoreRow, index_images, read_xlsx
 from qbench.tasks._score import NativeTable, ScoreTask, Split
 
@@ -18,12 +17,13 @@ SHEET_FILE = "csiq.DMOS.xlsx"
 FILE_TYPE = {"noise": "awgn"}
 
 
-def image_name(image: object, dst_type: str, level: object) -> str:
+def image_name(image: object, dst_type: str, level: str | float) -> str:
     """`<img>.<TYPE>.<lev>.png`, e.g. (1600, 'jpeg 2000', 3) -> '1600.jpeg2000.3.png'."""
     word = str(dst_type).strip().lower()
     kind = FILE_TYPE.get(word, word.replace(" ", ""))
     # a numeric name column turns float when the sheet has a blank cell: 1600.0 -> 1600
-    stem = str(int(image)) if isinstance(image, float) and image.is_integer() else str(image).strip()
+    stem = (str(int(image)) if isinstance(image, float) and image.is_integer()
+            else str(image).strip())
     return f"{stem}.{kind}.{int(float(level))}.png"
 
 
@@ -50,7 +50,7 @@ class CSIQ(ScoreTask):
         found = index_images([folder / "dst_imgs"])
         rows = []
         for image, dst_type, level, dmos in zip(frame["image"], frame["dst_type"], frame["dst_lev"],
-                                                frame["dmos"]):
+                                                frame["dmos"], strict=True):
             try:
                 name = image_name(image, dst_type, level)
             except (TypeError, ValueError):   # a blank or non-numeric level: the row is dropped
@@ -58,5 +58,6 @@ class CSIQ(ScoreTask):
                 continue
             fallback = folder / "dst_imgs" / name.split(".")[1] / name
             rows.append(ScoreRow(found.get(name.lower(), fallback), dmos,
-                                 meta={"dst_type": str(dst_type).strip(), "dst_lev": int(float(level))}))
+                                 meta={"dst_type": str(dst_type).strip(),
+                                       "dst_lev": int(float(level))}))
         return NativeTable(rows, path, (0.0, 1.0))

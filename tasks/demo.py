@@ -12,10 +12,9 @@ from pathlib import Path
 
 from qbench import Sample, Task, TaskData, register_task
 from qbench.core.protocol import LEVELS
-
+from qbench.core.settings import cache_root
 from qbench.tasks.dq495k import read_dq_meta
 from qbench.tasks.synthetic import generate
-from qbench.core.settings import cache_root
 
 DEMO_VERSION = 1  # bump when the generator changes, so caches are rebuilt
 

@@ -11,9 +11,8 @@ from typing import Any
 
 from qbench import DataError, Sample, Task, TaskData, register_task
 from qbench.core.protocol import canonical_class, canonical_level
-
-from qbench.tasks._formats import drop_note, read_json_records, safe_path
 from qbench.results.tables import set_default_tasks
+from qbench.tasks._formats import drop_note, read_json_records, safe_path
 
 META_FORMS = ("{split}.json", "{split}.jsonl", "metas/{split}")  # tried in this order
 
@@ -72,7 +71,8 @@ def read_dq_meta(folder: Path, meta: Path, task: str) -> TaskData:
                               meta={"distortion_name": record.get("distortion_name"),
                                     "img_ref": record.get("img_ref")}))
     notes = (drop_note(unparsed, "entries that are not JSON", meta)
-             + drop_note(bad, "meta records without a valid img_lq/distortion_class/severity", meta))
+             + drop_note(bad, "meta records without a valid img_lq/distortion_class/severity",
+                         meta))
     return TaskData(samples, notes, source=str(meta), rows_read=len(records) + unparsed,
                     rows_dropped=unparsed + bad)
 

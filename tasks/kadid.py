@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qbench import register_task
-
 from qbench.tasks._formats import ScoreRow, read_csv
 from qbench.tasks._score import NativeTable, ScoreTask, Split
 
@@ -35,5 +34,6 @@ class KADID(ScoreTask):
         refs = frame["ref_img"] if "ref_img" in frame.columns else [None] * len(frame)
         return NativeTable([ScoreRow(folder / "images" / str(name).strip(), mos,
                                      meta={"ref_img": ref})
-                            for name, mos, ref in zip(frame["dist_img"], frame["dmos"], refs)],
+                            for name, mos, ref in zip(frame["dist_img"], frame["dmos"], refs,
+                                                      strict=True)],
                            path, (1.0, 5.0))

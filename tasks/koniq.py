@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 
 from qbench import DataError, register_task
-
 from qbench.tasks._formats import ScoreRow, read_csv
 from qbench.tasks._score import NativeTable, ScoreTask, Split
 
@@ -78,6 +77,6 @@ class KonIQ(ScoreTask):
         else:
             splits = [None] * len(frame)
         rows = [ScoreRow(images / str(name).strip(), mos, split)
-                for name, mos, split in zip(frame["image_name"], frame["MOS"], splits)]
+                for name, mos, split in zip(frame["image_name"], frame["MOS"], splits, strict=True)]
         note = (f"{path.name}: MOS read on the {scale[0]:g}-{scale[1]:g} scale its values show")
         return NativeTable(rows, path, scale, [note])

@@ -10,7 +10,6 @@ import numpy as np
 import scipy.io
 
 from qbench import DataError, register_task
-
 from qbench.tasks._formats import ScoreRow, index_images
 from qbench.tasks._score import NativeTable, ScoreTask, Split
 
@@ -65,5 +64,5 @@ class LiveWild(ScoreTask):
         found = index_images([folder / "Images"])
         return NativeTable([ScoreRow(found.get(name.lower(), folder / "Images" / name), mos,
                                      "train" if i < TRAINING_IMAGES else "test")
-                            for i, (name, mos) in enumerate(zip(names, scores))],
+                            for i, (name, mos) in enumerate(zip(names, scores, strict=True))],
                            folder / NAMES_MAT, (0.0, 100.0))

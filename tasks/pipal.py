@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qbench import DataError, register_task
-
 from qbench.tasks._formats import ScoreRow, index_images, read_name_scores
 from qbench.tasks._score import NativeTable, ScoreTask, Split
 
@@ -30,7 +29,8 @@ class PIPAL(ScoreTask):
         labels = folder / "Train_Label"
         files = sorted(labels.glob("*.txt"))
         if not files:
-            raise DataError(f"{labels}: no label files (*.txt with lines 'A0001_00_00.bmp,1520.06')")
+            raise DataError(f"{labels}: no label files "
+                            "(*.txt with lines 'A0001_00_00.bmp,1520.06')")
         found = index_images(sorted(folder.glob("Distortion*")))
         rows = [ScoreRow(found.get(name.lower(), folder / "Distortion_1" / name),
                          float("nan") if score is None else score, meta={"ref": name.split("_")[0]})

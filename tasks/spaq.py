@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qbench import DataError, register_task
-
 from qbench.tasks._formats import ScoreRow, read_xlsx
 from qbench.tasks._score import NativeTable, ScoreTask, Split
 
@@ -60,5 +59,5 @@ class SPAQ(ScoreTask):
         path = folder / SHEET_FILE
         frame = read_xlsx(path, ["Image name", "MOS"])
         return NativeTable([ScoreRow(folder / "TestImage" / str(name).strip(), mos)
-                            for name, mos in zip(frame["Image name"], frame["MOS"])],
+                            for name, mos in zip(frame["Image name"], frame["MOS"], strict=True)],
                            path, (0.0, 100.0))

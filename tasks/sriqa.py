@@ -29,11 +29,17 @@ from pathlib import Path
 import numpy as np
 
 from qbench import DataError, Sample, Task, TaskData, register_task
+from qbench.results.tables import set_default_tasks
 from qbench.scoring.formulas import orient, pair_order, pairwise_accuracy
 from qbench.scoring.metrics import Scored, group_accuracy, metric
-
-from qbench.tasks._formats import check_inside, drop_note, index_images, read_name_scores, relative_id, rescale
-from qbench.results.tables import set_default_tasks
+from qbench.tasks._formats import (
+    check_inside,
+    drop_note,
+    index_images,
+    read_name_scores,
+    relative_id,
+    rescale,
+)
 
 # metric name -> MOS folder. The first is the full set that ground truth is taken from.
 SUBSETS = {"acc": "MOS", "reg_acc": "MOS_Reg", "gen_acc": "MOS_Gen"}
@@ -115,7 +121,8 @@ class _SRIQA(Task):
         kept = "the HR original and the SR outputs" if self.options.include_original \
             else "the SR outputs only (include_original=false)"
         return TaskData(samples, bench.notes, source=f"SRIQA-Bench {bench.folder}", split="test",
-                        split_source=f"every group of MOS/ ({len(bench.groups)}), candidates: {kept}",
+                        split_source=f"every group of MOS/ ({len(bench.groups)}), "
+                                     f"candidates: {kept}",
                         expected_count=expected if self.options.include_original else None,
                         rows_read=bench.lines, rows_dropped=bench.dropped,
                         options=self.option_values(), mos_range=(0.0, 100.0))
@@ -139,7 +146,7 @@ class SRIQA(_SRIQA):
                           images=(str(bench.image(name)),), mos=mos, mos_norm=norm, group=group,
                           meta={"mos_by_subset": {s: scores[name] for s, scores in
                                                   bench.groups[group].items() if name in scores}})
-                   for (group, name), mos, norm in zip(entries, truths, norms)]
+                   for (group, name), mos, norm in zip(entries, truths, norms, strict=True)]
         return self.bench_data(bench, samples, self.expected_count["test"])
 
 
@@ -158,8 +165,8 @@ def group_pairs(s: Scored, subset: str) -> tuple[list[str], list[int], list[int]
     for group, samples in sorted(members.items()):
         gt = [x.meta["mos_by_subset"][subset] for x in samples]
         pred = [p.score if (p := s.answer(x)) else None for x in samples]
-        answered = [i for i, v in enumerate(pred) if v is not None]
-        oriented = orient([pred[i] for i in answered], s.conventions.model_lower_better)
+        answered = {i: v for i, v in enumerate(pred) if v is not None}
+        oriented = orient(list(answered.values()), s.conventions.model_lower_better)
         groups.append(group)
         right.append(pairwise_accuracy([gt[i] for i in answered], oriented)[0])
         total.append(len(samples) * (len(samples) - 1) // 2)
@@ -171,12 +178,17 @@ def _pooled(counts: tuple[list[str], list[int], list[int]]) -> float | None:
     return sum(right) / sum(total) if sum(total) else None
 
 
+def _score_metrics(key: str, subset: str) -> None:
+    """`key`: the accuracy pooled over `subset`'s groups; `key`_pairs: its pair count."""
+    metric(key, kinds={"score"}, tasks={"sriqa"},
+           resample=lambda s: group_accuracy(*group_pairs(s, subset)))(
+        lambda s: _pooled(group_pairs(s, subset)))
+    metric(f"{key}_pairs", kinds={"score"}, tasks={"sriqa"}, headline=False)(
+        lambda s: sum(group_pairs(s, subset)[2]))
+
+
 for _key, _subset in SUBSETS.items():
-    metric(_key, kinds={"score"}, tasks={"sriqa"},
-           resample=lambda s, subset=_subset: group_accuracy(*group_pairs(s, subset)))(
-        lambda s, subset=_subset: _pooled(group_pairs(s, subset)))
-    metric(f"{_key}_pairs", kinds={"score"}, tasks={"sriqa"}, headline=False)(
-        lambda s, subset=_subset: sum(group_pairs(s, subset)[2]))
+    _score_metrics(_key, _subset)
 
 
 # Each answer as a vote on "is the pair's first image better?": +1 yes, -1 no, 0 similar.
@@ -199,9 +211,11 @@ class SRIQACompare(_SRIQA):
         for group in sorted(bench.groups):
             by_subset = bench.groups[group]
             reference = str(bench.reference(group))
-            for first, second in combinations(bench.candidates(group, self.options.include_original), 2):
+            candidates = bench.candidates(group, self.options.include_original)
+            for first, second in combinations(candidates, 2):
                 truth = {subset: pair_order(scores[first], scores[second])
-                         for subset, scores in by_subset.items() if first in scores and second in scores}
+                         for subset, scores in by_subset.items()
+                         if first in scores and second in scores}
                 if not truth:
                     continue   # never rated in the same file: not a benchmark pair
                 gt = next(iter(truth.values()))
@@ -234,7 +248,8 @@ def pair_votes(s: Scored) -> tuple[dict[str, dict[str, int]], dict[str, tuple[st
     return votes, truth
 
 
-def verdict_counts(s: Scored, subset: str, one_order: bool) -> tuple[list[str], list[int], list[int]]:
+def verdict_counts(s: Scored, subset: str, one_order: bool
+                   ) -> tuple[list[str], list[int], list[int]]:
     """Per group: (group, pairs judged right, pairs rated in `subset`). Both orders: the votes
     are summed into one verdict; one order: the first order's answer alone."""
     votes, truth = pair_votes(s)
@@ -252,14 +267,23 @@ def verdict_counts(s: Scored, subset: str, one_order: bool) -> tuple[list[str], 
     return groups, [right[g] for g in groups], [total[g] for g in groups]
 
 
+def _comparison_accuracy(name: str, subset: str, one_order: bool) -> None:
+    metric(name, kinds={"comparison"}, tasks={"sriqa-compare"},
+           resample=lambda s: group_accuracy(*verdict_counts(s, subset, one_order)))(
+        lambda s: _pooled(verdict_counts(s, subset, one_order)))
+
+
+def _comparison_metrics(key: str, subset: str) -> None:
+    """`key`: the accuracy of both orders' votes on `subset`, `key`_one_order: of the first
+    order's alone; `key`_pairs: the pairs rated in `subset`."""
+    _comparison_accuracy(key, subset, one_order=False)
+    _comparison_accuracy(f"{key}_one_order", subset, one_order=True)
+    metric(f"{key}_pairs", kinds={"comparison"}, tasks={"sriqa-compare"}, headline=False)(
+        lambda s: sum(verdict_counts(s, subset, False)[2]))
+
+
 for _key, _subset in SUBSETS.items():
-    for _name, _one in ((_key, False), (f"{_key}_one_order", True)):
-        metric(_name, kinds={"comparison"}, tasks={"sriqa-compare"},
-               resample=lambda s, subset=_subset, one=_one: group_accuracy(
-                   *verdict_counts(s, subset, one)))(
-            lambda s, subset=_subset, one=_one: _pooled(verdict_counts(s, subset, one)))
-    metric(f"{_key}_pairs", kinds={"comparison"}, tasks={"sriqa-compare"}, headline=False)(
-        lambda s, subset=_subset: sum(verdict_counts(s, subset, False)[2]))
+    _comparison_metrics(_key, _subset)
 
 
 @metric("order_agreement", kinds={"comparison"}, tasks={"sriqa-compare"}, headline=False)

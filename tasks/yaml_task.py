@@ -33,16 +33,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, FiniteFloat, StrictBool, StrictInt,
-                      StrictStr, ValidationError, field_validator, model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from qbench import DataError, DataNotFound, Sample, Task, TaskData
 from qbench.core.kinds import kind_of
 from qbench.core.protocol import canonical_class, canonical_level, parse_choice
 from qbench.core.registry import TASKS, RegistryError, register_task, set_task_file_reader
 from qbench.core.userfiles import UserFileError, describe, load_yaml, shown, shown_key, shown_names
-
-from qbench.tasks._formats import ScoreRow, keep_first, relative_id, rescale, safe_path, usable_score
+from qbench.tasks._formats import (
+    ScoreRow,
+    keep_first,
+    relative_id,
+    rescale,
+    safe_path,
+    usable_score,
+)
 
 DEFAULT_SPLIT = "test"
 

@@ -10,7 +10,6 @@ from rich.console import Console
 
 def cmd_train(args: argparse.Namespace, console: Console) -> int:
     from qbench.core.options import key_values
-
     from qbench.trainer.config import load_config
 
     config = load_config(args.config, overrides=key_values(args.set, "--set"))

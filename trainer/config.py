@@ -22,29 +22,39 @@ import importlib.util
 import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
-                      StringConstraints, ValidationError, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from qbench.core.userfiles import UserFileError, describe, load_yaml, parse_yaml, shown
-
-from qbench.trainer.trl_fields import GRPO_CONFIG_FIELDS, TRL_VERSION
 from qbench.core.launcher import launcher_place
+from qbench.core.userfiles import UserFileError, describe, load_yaml, parse_yaml, shown
+from qbench.trainer.trl_fields import GRPO_CONFIG_FIELDS, TRL_VERSION
 
 # U: mt.py:91-98 (the script's min/max_pixels defaults, passed to the processor, tr.py:297-298).
 MIN_PIXELS = 3136
 MAX_PIXELS = 12845056
-DTYPES = ("bfloat16", "float16", "float32")
-LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo")
-VLLM_MODES = ("colocate", "server")
-SCALE_REWARDS = ("group", "batch", "none")
-AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+Dtype = Literal["bfloat16", "float16", "float32"]
+LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo"]
+VllmMode = Literal["colocate", "server"]
+ScaleRewards = Literal["group", "batch", "none"]
+Aggregation = Literal["sum_then_normalize", "normalize_then_sum"]
 # transformers' SchedulerType values (tests compare them with the installed transformers).
-LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
-                 "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
-                 "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
-                 "greedy")
+LrScheduler = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                      "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau",
+                      "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+                      "greedy"]
+LR_SCHEDULERS: tuple[str, ...] = get_args(LrScheduler)
 # GRPOConfig fields the trainer sets itself (train.grpo_arguments); `grpo.extra` cannot.
 TRAINER_FIELDS = frozenset({"output_dir", "save_strategy", "logging_strategy",
                             "remove_unused_columns", "reward_weights", "model_init_kwargs"})
@@ -103,7 +113,7 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     path: UserPath
-    dtype: Literal[DTYPES] = "bfloat16"   # U: run.sh:71-72 (bf16)
+    dtype: Dtype = "bfloat16"   # U: run.sh:71-72 (bf16)
     # U: run.sh:76 uses flash_attention_2; None here is transformers' default (sdpa), the same
     # attention computed by another kernel, because flash-attn is not a qbench dependency.
     attn_implementation: str | None = None
@@ -193,18 +203,18 @@ class GRPOSettings(Settings):
     use_bias_correction_kl: StrictBool = False
     epsilon: Positive = 0.2                   # U: cfg.py:245 (clip)
     epsilon_high: Positive | None = None      # None: = epsilon, U: tr.py:684 clips symmetrically
-    loss_type: Literal[LOSS_TYPES] = "grpo"   # U: tr.py:700
+    loss_type: LossType = "grpo"   # U: tr.py:700
     # Advantages: U: tr.py:604-611 sums the weighted rewards, then takes (r − group mean) /
     # (group std + 1e-4), "group" here; "batch" divides by the std of the whole batch, "none"
     # leaves the std out (Dr. GRPO). "normalize_then_sum" normalises each reward in its group
     # before the weighted sum (GDPO).
-    scale_rewards: Literal[SCALE_REWARDS] = "group"
-    multi_objective_aggregation: Literal[AGGREGATIONS] = "sum_then_normalize"
+    scale_rewards: ScaleRewards = "group"
+    multi_objective_aggregation: Aggregation = "sum_then_normalize"
     # Policy updates per generated batch (μ); U: cfg.py:241-244 defaults to 1, the script sets
     # none. Above 1, the importance ratio of later updates is no longer 1 and the clip acts.
     num_iterations: Count = 1
     learning_rate: Positive = 1e-6            # U: cfg.py:227 (the script sets none)
-    lr_scheduler_type: Literal[LR_SCHEDULERS] = "linear"   # TrainingArguments' default there
+    lr_scheduler_type: LrScheduler = "linear"   # TrainingArguments' default there
     num_train_epochs: NonNegative = 10.0      # U: run.sh:77, cmp.sh:76
     max_steps: Annotated[Whole, Field(ge=-1)] = -1        # -1: the epochs decide
     # Completions per optimizer step = per_device × accumulation × processes; U: run.sh:68-69
@@ -238,7 +248,7 @@ class GRPOSettings(Settings):
     save_total_limit: Count | None = None     # qbench keeps the optimizer state, to resume)
     seed: NonNegativeWhole = 42
     use_vllm: StrictBool = False
-    vllm_mode: Literal[VLLM_MODES] = "colocate"
+    vllm_mode: VllmMode = "colocate"
     vllm_gpu_memory_utilization: Fraction = 0.3
     vllm_server_base_url: str | None = None
     report_to: str = "none"                   # U: run.sh:74 wandb; not a qbench dependency
@@ -286,7 +296,7 @@ EVAL_DEFAULTS: dict[str, Any] = {"model": "qinsight", "tasks": ["koniq"], "limit
 class EvalSettings(Settings):
     """Evaluate every `every` steps (a multiple of save_steps: it evaluates the checkpoint just
     written) through `qbench run`; 0 turns it off. Every other key is a `qbench run` option by
-    its RunConfig name (qbench/runner.py: tasks, data_root, data_paths, split, limit,
+    its RunConfig name (qbench/run/runner.py: tasks, data_root, data_paths, split, limit,
     batch_size, device, model, model_options, task_options, ...), checked by its type there:
     an option is declared once, for runs and for the evaluation alike."""
 
@@ -310,9 +320,11 @@ class EvalSettings(Settings):
         fixed = sorted(set(given) & EVAL_SETS)
         if fixed:
             raise ValueError(f"{', '.join(fixed)}: set by the evaluation itself")
+        extra = self.model_extra
+        assert extra is not None   # a model with extra="allow" keeps its other keys there
         for key, value in given.items():
             try:
-                self.model_extra[key] = TypeAdapter(hints[key]).validate_python(value)
+                extra[key] = TypeAdapter(hints[key]).validate_python(value)
             except ValidationError as exc:
                 raise ValueError(f"{key}: {exc.errors()[0]['msg']} (got {shown(value)})"
                                  ) from None

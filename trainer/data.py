@@ -18,16 +18,23 @@ from typing import Any
 
 from rich.console import Console
 
-from qbench.data.images import ImageError, load_image
 from qbench.core.protocol import build_messages, parse_choice
 from qbench.core.records import Sample
 from qbench.core.registry import get_task
 from qbench.core.task import DataError, TaskData
+from qbench.data.images import ImageError, load_image
 from qbench.tasks._formats import drop_note, read_json_records, safe_path
 from qbench.tasks.dq495k import read_dq_meta
 from qbench.tasks.synthetic import FIT_PHOTOS, bundled_photo, generate
-
-from qbench.trainer.config import ComparisonSource, ConfigError, DataSettings, DegradationSource, EvalSettings, ScoreSource, TrainConfig
+from qbench.trainer.config import (
+    ComparisonSource,
+    ConfigError,
+    DataSettings,
+    DegradationSource,
+    EvalSettings,
+    ScoreSource,
+    TrainConfig,
+)
 
 SYNTHETIC_META = "train.json"
 

@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from qbench.core.protocol import LEVELS, format_ok, parse_answer
-
 from qbench.trainer.config import RewardSettings
 
 Reward = float | None
@@ -78,7 +77,8 @@ def read_degradation(text: str, parser: str) -> tuple[str, str] | None:
     """(canonical class, severity word) of an answer, or None when it gives none."""
     if parser == "evaluator":
         answer = parse_answer(text, "degradation")
-        return (answer.distortion_class, answer.severity) if answer.ok else None
+        cls, level = answer.distortion_class, answer.severity
+        return (cls, level) if answer.ok and cls is not None and level is not None else None
     region = first_answer(text)
     match = _DEGRADATION_RE.search(region) if region is not None else None
     if match is None:
@@ -136,7 +136,10 @@ def _degradation_hits(completions: Sequence[Any], kind: Sequence[str],
             out.append(None)
             continue
         said = read_degradation(completion_text(completion), parser)
-        class_right = said is not None and said[0] == cls
+        if said is None:
+            out.append((False, False))
+            continue
+        class_right = said[0] == cls
         out.append((class_right, class_right and said[1] == level))
     return out
 

@@ -18,7 +18,6 @@ from rich.console import Console
 
 from qbench.core import provenance as mf
 from qbench.core.files import write_json
-
 from qbench.trainer.config import ConfigError, EvalSettings, ModelSettings, TrainConfig, validate
 from qbench.trainer.data import TrainingData, prepare_data, to_dataset
 from qbench.trainer.rewards import reward_functions

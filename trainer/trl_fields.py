@@ -1,6 +1,6 @@
 """The field names of TRL 1.16.0's GRPOConfig (its TrainingArguments included), recorded so
 that `qbench train --check` can refuse an unknown `grpo.extra` field before TRL (and torch) load.
-tests/test_trainer_config.py compares this list with the real GRPOConfig wherever that TRL
+tests/unit/test_trainer_config.py compares this list with the real GRPOConfig wherever that TRL
 version is installed; at training time the real class is checked again.
 """
 from __future__ import annotations

@@ -25,8 +25,9 @@ def combine(answers: list[Prediction]) -> Prediction:
     combined = Prediction(task=first.task, sample_id=first.sample_id, text=first.text,
                           latency_s=first.latency_s * len(answers), extra=extra)
     if ok[0].score is not None:
-        combined.score = fmean(a.score for a in ok)
-        extra["scores"] = [a.score for a in ok]
+        scores = [a.score for a in ok if a.score is not None]   # every parsed rating has one
+        combined.score = fmean(scores)
+        extra["scores"] = scores
     elif ok[0].choice is not None:
         combined.choice, _ = Counter(a.choice for a in ok).most_common(1)[0]
     else:  # ties go to the answer seen first
@@ -45,7 +46,7 @@ def predictions_from_answers(samples: Sequence[Sample], answers: Sequence[list[s
                                       latency_s, errors)
     per_sample = latency_s / max(len(samples), 1)
     out = []
-    for i, (sample, texts) in enumerate(zip(samples, answers)):
+    for i, (sample, texts) in enumerate(zip(samples, answers, strict=True)):
         if not texts:
             out += predictions_from_texts([sample], [None], per_sample,
                                           [errors[i] if errors else "no output"])

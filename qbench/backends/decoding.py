@@ -62,7 +62,7 @@ class Decoding:
     samples: int = 1
     seed: int | None = None
 
-    def check(self, model: str) -> "Decoding":
+    def check(self, model: str) -> Decoding:
         """Itself, or a one-line ModelError naming the value no backend would take as given."""
         low, high = TEMPERATURE_RANGE
         problems = []

@@ -75,13 +75,13 @@ def openai_messages(messages: list[dict], images: Sequence[Image.Image]) -> list
     """qbench's chat messages in the OpenAI format: each `{"type": "image"}` placeholder takes
     the next image, as an image_url part; a system turn becomes plain text."""
     pending = iter(images)
-    out = []
+    out: list[dict[str, Any]] = []
     for message in messages:
         if message["role"] == "system":
             out.append({"role": "system",
                         "content": "".join(p["text"] for p in message["content"])})
             continue
-        parts = []
+        parts: list[dict[str, Any]] = []
         for part in message["content"]:
             if part["type"] == "image":
                 image = next(pending, None)

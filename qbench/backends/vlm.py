@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from qbench.core.model import ModelError
 from qbench.backends.decoding import Decoding, vllm_sampling_kwargs
 from qbench.core.launcher import launcher_place
+from qbench.core.model import ModelError
 
 DTYPES = ("bfloat16", "float16", "float32")
 
@@ -168,7 +168,7 @@ class InputBuilder:
         else:
             rows = [tuple(row) for row in grids.tolist()]
             texts, start = [], 0
-            for prompt, sample in zip(prompts, images):
+            for prompt, sample in zip(prompts, images, strict=True):
                 key = (prompt, tuple(rows[start:start + len(sample)]))
                 start += len(sample)
                 texts.append(self._text_side(key, sample, set(pixels)))
@@ -230,7 +230,7 @@ def left_pad(rows: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any
     return batch
 
 
-_builders: "weakref.WeakKeyDictionary[Any, InputBuilder]" = weakref.WeakKeyDictionary()
+_builders: weakref.WeakKeyDictionary[Any, InputBuilder] = weakref.WeakKeyDictionary()
 
 
 def input_builder(processor) -> InputBuilder:
@@ -350,7 +350,7 @@ def vllm_requests(prompts: Sequence[str], images: Sequence[Sequence[Image.Image]
     """vLLM offline inputs: the prompt text with its images under multi_modal_data."""
     return [{"prompt": prompt,
              "multi_modal_data": {"image": list(imgs) if len(imgs) > 1 else imgs[0]}}
-            for prompt, imgs in zip(prompts, images)]
+            for prompt, imgs in zip(prompts, images, strict=True)]
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,7 @@ from rich.markup import escape
 from qbench.core.options import add_options, from_args, names
 from qbench.core.registry import task_names
 from qbench.core.settings import user_settings
-from qbench.data.fetch import (FetchError, Hub, fetch_all, plan_model, plan_task, show,
-                               task_folder)
+from qbench.data.fetch import FetchError, Hub, fetch_all, plan_model, plan_task, show, task_folder
 from qbench.data.sources import load_catalog
 from qbench.run.runner import RunConfig
 

@@ -10,8 +10,13 @@ from rich.markup import escape
 
 from qbench.core.options import names
 from qbench.core.registry import task_names
-from qbench.results.leaderboard import (format_table, read_leaderboard, rebuild_leaderboard,
-                                        summary_columns, with_published)
+from qbench.results.leaderboard import (
+    format_table,
+    read_leaderboard,
+    rebuild_leaderboard,
+    summary_columns,
+    with_published,
+)
 from qbench.results.published import PROTOCOL_COLUMNS, leaderboard_rows, load_published
 from qbench.results.tables import paper_table, render
 
@@ -27,7 +32,8 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     if tasks:
         frame = frame[frame["task"].isin(tasks)]
     if args.published:
-        frame = with_published(frame, leaderboard_rows(load_published(), tasks or set(frame["task"])))
+        frame = with_published(frame, leaderboard_rows(load_published(),
+                                                       tasks or set(frame["task"])))
     if frame.empty:
         console.print(f"no results in {path}: run `qbench run` first")
         return 1

@@ -14,7 +14,6 @@ from qbench.core.task import DataError
 from qbench.data.fetch import weights_path
 from qbench.data.sources import load_catalog
 
-
 LIST_WIDTH = 100   # `qbench list` fits a terminal of this many columns
 
 

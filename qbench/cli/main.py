@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # bare `qbench run`'s sibling: plain `qbench` shows help
         parser.print_help()
         return 0
-    console = Console(stderr=True, soft_wrap=True)  # piped output: whole lines, never broken mid-phrase
+    # piped output: whole lines, never broken mid-phrase
+    console = Console(stderr=True, soft_wrap=True)
     for problem in broken:
         console.print(f"[yellow]qbench: {escape(problem)}[/]", highlight=False)
     try:

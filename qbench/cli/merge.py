@@ -16,7 +16,8 @@ def cmd_merge(args: argparse.Namespace, console: Console) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("merge", help="combine the shards of a run (--shard i/n) into one run")
+    p = subparsers.add_parser("merge",
+                              help="combine the shards of a run (--shard i/n) into one run")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR")
     p.add_argument("--output", type=Path, default=Path("results"))
     p.add_argument("--replace", action="store_true",

@@ -33,7 +33,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("report", help="HTML + markdown report of one or more runs")
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN")
-    p.add_argument("--output", type=Path, help="report folder (default: RUN/report of the first run)")
+    p.add_argument("--output", type=Path,
+                   help="report folder (default: RUN/report of the first run)")
     p.add_argument("--published", action=argparse.BooleanOptionalAction, default=True,
                    help="set the published figures beside the runs in the paper tables "
                         "(default: yes)")

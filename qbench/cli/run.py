@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from qbench.core.options import add_options, from_args, require_existing
-from qbench.data.fetch import Hub, fetch_missing, model_weights
 from qbench.core.settings import user_settings
+from qbench.data.fetch import Hub, fetch_missing, model_weights
 from qbench.results.leaderboard import format_table, read_leaderboard
 from qbench.run.runner import RunConfig, RunResult, run
 
@@ -60,6 +60,7 @@ def summarise(result: RunResult, console: Console, label: str) -> int:
         console.print(f"[yellow]{escape(note)}[/]", soft_wrap=True)
     for outcome in result.ran:
         metrics = outcome.metrics
+        assert metrics is not None   # `ran` holds the outcomes that have metrics
         failures = metrics.get("failure_counts") or {}
         if failures:
             listed = ", ".join(f"{n} {status}" for status, n in failures.items())

@@ -34,7 +34,8 @@ def locked(path: Path, what: str, *, wait: bool = False) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            holder = os.pread(handle, 4096, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = (os.pread(handle, 4096, 0).decode("utf-8", "replace").strip()
+                      or "another process")
             raise Busy(f"{what} is in use by {holder}; wait for it to finish, or pass "
                                 f"--wait to queue behind it") from None
         os.ftruncate(handle, 0)
@@ -54,7 +55,7 @@ def write_text(path: Path, text: str) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """Replace `path` with what `write` puts in a temporary file of its own beside it (a kill
     never leaves half a file, and two writers never share one)."""
     try:

@@ -1,12 +1,13 @@
 """The three kinds of question a task asks, declared once: which Sample fields hold the ground
 truth, which Prediction fields the answer, the labels of a classification kind, and how truth
-and answer read in a transcript. Scoring (qbench.scoring.metrics), the run folder, compare and report
-look a kind up here instead of switching on its name."""
+and answer read in a transcript. Scoring (qbench.scoring.metrics), the run folder, compare and
+report look a kind up here instead of switching on its name."""
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from qbench.core import records
 from qbench.core.protocol import CHOICES, CLASS_DISPLAY, CLASSES
 from qbench.core.records import Prediction, Sample
 
@@ -17,7 +18,7 @@ def _number(value: float | None, digits: int = 4) -> str:
 
 @dataclass(frozen=True)
 class Kind:
-    name: str
+    name: records.KindName
     truth_fields: tuple[str, ...]          # Sample fields stored beside each prediction
     answer_fields: tuple[str, ...]         # Prediction fields that hold the answer
     labels: tuple[str, ...] = ()           # classification labels (confusion matrix); () for scores
@@ -37,7 +38,7 @@ class Kind:
                 and all(getattr(prediction, f) == getattr(sample, f) for f in self.answer_fields))
 
 
-KINDS: dict[str, Kind] = {
+KINDS: dict[str, Kind] = {   # keyed by KindName
     "score": Kind(
         "score", truth_fields=("mos", "mos_norm", "group"), answer_fields=("score",),
         truth_text=lambda s: f"MOS {_number(s.mos)}" + (f" (norm {_number(s.mos_norm, 2)})"

@@ -41,7 +41,7 @@ class Model(ABC):
     instance's `name` before calling this `__init__`."""
 
     name: str = ""
-    kinds: ClassVar[frozenset[str]] = frozenset({"score"})
+    kinds: frozenset[str] = frozenset({"score"})     # a family may set its instance's (pyiqa)
     needs_images: ClassVar[bool] = True
     weights: ClassVar[str | None] = None             # what --model-path must point at, if anything
     weights_folder: ClassVar[str | None] = None      # its default place under the model root
@@ -70,8 +70,9 @@ class Model(ABC):
         return partial(self.predict, samples, images)
 
     def convention(self) -> ModelConvention:
+        scale = self.score_range
         return ModelConvention(self.lower_better,
-                               tuple(map(float, self.score_range)) if self.score_range else None)
+                               (float(scale[0]), float(scale[1])) if scale else None)
 
     def settings(self) -> dict[str, Any]:
         """Everything that changes the model's answers (enters the run id and the manifest)."""
@@ -88,7 +89,9 @@ class Model(ABC):
         return fingerprint_path(Path(path))
 
     def close(self) -> None:
-        """Release resources (GPU memory, worker processes)."""
+        """Release resources (GPU memory, worker processes). An optional hook: a model that
+        holds none keeps this one."""
+        return None
 
 
 def predictions_from_texts(samples: Sequence[Sample], texts: Sequence[str | None],
@@ -98,7 +101,7 @@ def predictions_from_texts(samples: Sequence[Sample], texts: Sequence[str | None
     text-generating adapter (local VLM, vLLM, HTTP endpoint) shares."""
     out = []
     per_sample = latency_s / max(len(samples), 1)
-    for i, (sample, text) in enumerate(zip(samples, texts)):
+    for i, (sample, text) in enumerate(zip(samples, texts, strict=True)):
         extra = extras[i] if extras else {}
         if text is None:
             error = errors[i] if errors else "no output"
@@ -115,7 +118,7 @@ def predictions_from_texts(samples: Sequence[Sample], texts: Sequence[str | None
 
 
 class Timer:
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.start = time.perf_counter()
         return self
 

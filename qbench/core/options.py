@@ -57,7 +57,8 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
 
 
-def add_options(parser: argparse.ArgumentParser, cls: type, *, only: Iterable[str] | None = None) -> None:
+def add_options(parser: argparse.ArgumentParser, cls: type, *,
+                only: Iterable[str] | None = None) -> None:
     """argparse options for the fields of `cls` declared with `option` (or just `only`)."""
     wanted = set(only) if only is not None else None
     for f, spec in flags(cls):

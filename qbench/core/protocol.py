@@ -49,11 +49,13 @@ CLASSES: tuple[str, ...] = ("noise", "blur", "jpeg", "darken", "null")
 DISTORTIONS: tuple[str, ...] = CLASSES[:-1]
 LEVELS: tuple[str, ...] = ("slight", "moderate", "obvious", "serious", "catastrophic")
 CHOICES: tuple[str, ...] = ("Image A", "Image B", "Similar")
-CLASS_DISPLAY = {"noise": "noise", "blur": "blur", "jpeg": "JPEG", "darken": "darken", "null": "null"}
+CLASS_DISPLAY = {"noise": "noise", "blur": "blur", "jpeg": "JPEG", "darken": "darken",
+                 "null": "null"}
 
 _CLASS_ALIASES = {
     "noise": "noise", "noisy": "noise", "gaussian noise": "noise",
-    "blur": "blur", "blurry": "blur", "blurred": "blur", "blurring": "blur", "gaussian blur": "blur",
+    "blur": "blur", "blurry": "blur", "blurred": "blur", "blurring": "blur",
+    "gaussian blur": "blur",
     "jpeg": "jpeg", "jpg": "jpeg", "compression": "jpeg", "jpeg compression": "jpeg",
     "compressed": "jpeg", "compression artifacts": "jpeg",
     "darken": "darken", "dark": "darken", "darkened": "darken", "darkening": "darken",
@@ -61,7 +63,8 @@ _CLASS_ALIASES = {
     "null": "null", "none": "null", "no": "null", "no distortion": "null", "clean": "null",
     "": "null",
 }
-_LEVEL_ALIASES = {name: name for name in LEVELS} | {str(i + 1): name for i, name in enumerate(LEVELS)}
+_LEVEL_ALIASES = ({name: name for name in LEVELS}
+                  | {str(i + 1): name for i, name in enumerate(LEVELS)})
 _NULL_WORDS = {"null", "none", "no", "n/a", "na", "", "0"}
 
 
@@ -200,7 +203,7 @@ def parse_degradation(text: str) -> Answer:
     cls_raw, lev_raw = _keyed_value(region, "distortion_class"), _keyed_value(region, "severity")
     if cls_raw is None:
         # prose answer: accept it only when it names exactly one class
-        found = {canonical_class(w) for w in _CLASS_WORD_RE.findall(region)}
+        found = {c for w in _CLASS_WORD_RE.findall(region) if (c := canonical_class(w))}
         if len(found) != 1:
             return Answer(error="no distortion_class found" if not found
                           else f"ambiguous classes in answer: {sorted(found)}")
@@ -226,10 +229,11 @@ def parse_choice(text: str) -> Answer:
     region, _ = answer_region(text)
     keyed = _keyed_value(region, "answer")
     found = set()
-    for a_or_b, similar in _CHOICE_RE.findall(keyed if keyed is not None else region):
+    for a_or_b, _similar in _CHOICE_RE.findall(keyed if keyed is not None else region):
         found.add(f"Image {a_or_b.upper()}" if a_or_b else "Similar")
     if len(found) != 1:
-        return Answer(error="no choice found" if not found else f"ambiguous choice: {sorted(found)}")
+        return Answer(error="no choice found" if not found
+                      else f"ambiguous choice: {sorted(found)}")
     return Answer(choice=found.pop())
 
 

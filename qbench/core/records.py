@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-Kind = Literal["score", "degradation", "comparison"]
-KINDS: tuple[str, ...] = ("score", "degradation", "comparison")
+# The name of a kind of question; what each kind means is declared in qbench/core/kinds.py.
+KindName = Literal["score", "degradation", "comparison"]
 
 # Why a sample has no usable answer. "ok" is the only status whose answer counts.
 Status = Literal["ok", "unparsed", "image_error", "model_error", "missing"]
@@ -29,7 +29,7 @@ class Sample:
 
     id: str
     task: str
-    kind: Kind
+    kind: KindName
     images: tuple[str, ...]
     mos: float | None = None
     mos_norm: float | None = None
@@ -72,10 +72,10 @@ class Prediction:
         return row
 
     @classmethod
-    def from_json(cls, row: dict[str, Any]) -> "Prediction":
+    def from_json(cls, row: dict[str, Any]) -> Prediction:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in row.items() if k in names})
 
     @classmethod
-    def failure(cls, sample: Sample, status: Status, error: str) -> "Prediction":
+    def failure(cls, sample: Sample, status: Status, error: str) -> Prediction:
         return cls(task=sample.task, sample_id=sample.id, status=status, error=error)

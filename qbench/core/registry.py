@@ -10,14 +10,15 @@ import types
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from qbench.core.model import Model, ModelConfig, ModelError
 from qbench.core.task import Task
 
 TASKS: dict[str, type[Task]] = {}
 MODELS: dict[str, type[Model]] = {}
-# Families addressed as "family:member" (pyiqa:piqe, openai:gpt-4o): classes built as cls(member, config).
+# Families addressed as "family:member" (pyiqa:piqe, openai:gpt-4o): classes built as
+# cls(member, config).
 MODEL_FAMILIES: dict[str, type[Model]] = {}
 
 T = TypeVar("T", bound=type[Task])
@@ -33,7 +34,8 @@ def _claim(registry: dict[str, Any], name: str, cls: type, what: str) -> None:
     (the same class again, from a module imported twice, is not a second one)."""
     held = registry.get(name)
     if held is not None and _origin(held) != _origin(cls):
-        raise RegistryError(f"{what} name {name!r} is taken by {held.__module__}.{held.__qualname__}; "
+        raise RegistryError(f"{what} name {name!r} is taken by "
+                            f"{held.__module__}.{held.__qualname__}; "
                             f"{cls.__module__}.{cls.__qualname__} needs another name")
     registry[name] = cls
 
@@ -203,7 +205,10 @@ def create_model(name: str, config: ModelConfig | None = None) -> Model:
         return MODELS[name](config)
     family, _, member = name.partition(":")
     if member and family in MODEL_FAMILIES:
-        return MODEL_FAMILIES[family](member, config)
+        # register_model(family=True) takes classes built as cls(member, config), a constructor
+        # type[Model] cannot describe
+        build = cast(Callable[[str, ModelConfig], Model], MODEL_FAMILIES[family])
+        return build(member, config)
     known = sorted(MODELS) + [f"{f}:<name>" for f in sorted(MODEL_FAMILIES)]
     raise ModelError(f"unknown model {name!r}; known: {', '.join(known)}")
 

@@ -6,7 +6,8 @@ variables ($QBENCH_DATA_ROOT, $QBENCH_MODEL_ROOT), which override the config fil
     model_root: /models             # models' default folders (e.g. Q-Insight/score_degradation)
     data: {koniq: /mnt/koniq10k}    # one task's folder, anywhere
     models: {qinsight: /ckpt/q-insight}
-    sources: lab-sources.yaml       # replaces catalog entries of `qbench fetch` (qbench.data.sources)
+    sources: lab-sources.yaml       # replaces catalog entries of `qbench fetch`
+                                    # (qbench.data.sources)
 
 Without any of them the data root is $QBENCH_CACHE/data (~/.cache/qbench/data), where
 `qbench fetch` puts what it fetches.

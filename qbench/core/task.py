@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from typing_extensions import NotRequired, TypedDict
+
 from qbench.core.options import NoOptions, parse_options
 from qbench.core.provenance import read_record
-from qbench.core.records import Kind, Sample
+from qbench.core.records import KindName, Sample
 
 
 class DataError(Exception):
@@ -23,6 +25,26 @@ class DataNotFound(DataError):
 
 # More rows than this share dropped by a reader is a problem (`data check` exits 1, `run` 3).
 DROP_TOLERANCE = 0.01
+
+
+class SplitFacts(TypedDict):
+    """TaskData.describe: what a run folder keeps about a loaded split (the manifest's task
+    entry, qbench.results.folder.TaskFacts, adds what the run selected from it)."""
+
+    split: str
+    source: str
+    split_source: str
+    lower_better: bool | None
+    mos_range: list[float] | None
+    expected_count: int | None
+    n: int
+    rows_read: int
+    rows_dropped: int
+    repeated: int
+    notes: list[str]
+    problems: list[str]
+    options: dict[str, Any]
+    fetched: NotRequired[list[dict[str, Any]]]
 
 
 @dataclass
@@ -67,16 +89,18 @@ class TaskData:
                        f"see the notes)")
         return out
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> SplitFacts:
         """The facts a run folder keeps about the loaded split (everything but the samples)."""
-        return {"split": self.split, "source": self.source, "split_source": self.split_source,
-                "lower_better": self.lower_better,
-                "mos_range": list(self.mos_range) if self.mos_range else None,
-                "expected_count": self.expected_count, "n": len(self.samples),
-                "rows_read": self.rows_read, "rows_dropped": self.rows_dropped,
-                "repeated": self.repeated, "notes": list(self.notes),
-                "problems": self.problems(), "options": dict(self.options)} | (
-                    {"fetched": self.fetched} if self.fetched is not None else {})
+        facts = SplitFacts(
+            split=self.split, source=self.source, split_source=self.split_source,
+            lower_better=self.lower_better,
+            mos_range=list(self.mos_range) if self.mos_range else None,
+            expected_count=self.expected_count, n=len(self.samples), rows_read=self.rows_read,
+            rows_dropped=self.rows_dropped, repeated=self.repeated, notes=list(self.notes),
+            problems=self.problems(), options=dict(self.options))
+        if self.fetched is not None:
+            facts["fetched"] = self.fetched
+        return facts
 
 
 @dataclass(frozen=True)
@@ -91,7 +115,7 @@ class Task(ABC):
     """Base class of every benchmark. Subclasses set the class attributes and `load`."""
 
     name: ClassVar[str]
-    kind: ClassVar[Kind]
+    kind: ClassVar[KindName]
     description: ClassVar[str] = ""
     label: ClassVar[str] = ""                 # how papers' tables head its column ("KonIQ")
     lower_better: ClassVar[bool] = False      # ground-truth direction (CSIQ DMOS: True)
@@ -102,6 +126,7 @@ class Task(ABC):
     markers: ClassVar[tuple[str, ...]] = ()    # relative paths or globs; any one marks the data
     in_all: ClassVar[bool] = True              # part of `--tasks all` (the demos are not)
     Options: ClassVar[type] = NoOptions        # a dataclass of the task's `--task-arg`s
+    options: Any                               # an instance of it
     # Sample.meta keys its own metrics read: stored with each prediction so that a run folder
     # alone can be scored again (merge, compare, report)
     truth_meta: ClassVar[tuple[str, ...]] = ()
@@ -114,12 +139,13 @@ class Task(ABC):
         return asdict(self.options)
 
     def split_help(self, split: str) -> str:
-        """Where `split` comes from (shown by `qbench list`); tasks with several sources say more."""
+        """Where `split` comes from (shown by `qbench list`); tasks with several sources say
+        more."""
         count = self.expected_count.get(split)
         return f"expected {count:,}" if count is not None else ""
 
     @property
-    def prompt_kind(self) -> Kind:
+    def prompt_kind(self) -> KindName:
         """The question a model must answer for this task's samples."""
         return self.kind
 
@@ -135,7 +161,8 @@ class Task(ABC):
         for place in places:
             if any(_present(place, marker) for marker in self.markers or ("",)):
                 return place
-        looked = ", ".join(str(p) for p in places) or "(no data root: pass --data-root or set QBENCH_DATA_ROOT)"
+        looked = (", ".join(str(p) for p in places)
+                  or "(no data root: pass --data-root or set QBENCH_DATA_ROOT)")
         wanted = " or ".join(self.markers) or "its folder"
         raise DataNotFound(f"{self.name}: {wanted} not found in {looked}")
 

@@ -171,9 +171,11 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
 
 
 if yaml.__with_libyaml__:
-    class _Events(yaml.cyaml.CParser):    # libyaml's parser: events at C speed
+    from yaml._yaml import CParser  # where yaml.cyaml takes it from (not re-exported there)
+
+    class _Events(CParser):          # libyaml's parser: events at C speed
         def __init__(self, text: str):
-            yaml.cyaml.CParser.__init__(self, text)
+            CParser.__init__(self, text)
 else:                                # pragma: no cover (PyYAML built without libyaml)
     class _Events(yaml.reader.Reader, yaml.scanner.Scanner,    # type: ignore[no-redef]
                   yaml.parser.Parser):
@@ -208,7 +210,7 @@ class _Loader(yaml.composer.Composer, _Events, yaml.constructor.SafeConstructor,
             raise _Refused(f"{_at(node)}{shown(node.value)} cannot be read as {tag}{why}"
                            ) from None
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if not self.check_event(yaml.AliasEvent):
             self.nodes += 1
             if self.nodes > MAX_NODES:
@@ -222,8 +224,10 @@ class _Loader(yaml.composer.Composer, _Events, yaml.constructor.SafeConstructor,
             self.depth -= 1
 
 
-def _at(item: yaml.Event | yaml.Node) -> str:
-    return f"line {item.start_mark.line + 1}: "
+def _at(item: yaml.Event | yaml.Node | None) -> str:
+    """Where `item` starts, as a message prefix; nothing where that is not known."""
+    mark = item.start_mark if item is not None else None
+    return f"line {mark.line + 1}: " if mark is not None else ""
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:

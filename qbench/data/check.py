@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-from qbench.data.images import ImageError, load_image
 from qbench.core.task import DataError, Task
+from qbench.data.images import ImageError, load_image
 
 SHOWN = 5  # ids listed per problem; the rest are counted
 
@@ -88,7 +87,8 @@ def check_task(task: Task, data_root: Path | None, override: Path | None = None,
         check.error = str(exc)
         return check
     check.source, check.split_source, check.notes = data.source, data.split_source, data.notes
-    check.problems, check.samples, check.expected = data.problems(), len(data.samples), data.expected_count
+    check.problems, check.samples = data.problems(), len(data.samples)
+    check.expected = data.expected_count
     files = inspect_files((p for s in data.samples for p in s.images), decode, workers)
     check.images = len(files)
     check.missing = [_shown(check.folder, f.path) for f in files if not f.exists]
@@ -103,7 +103,8 @@ def check_task(task: Task, data_root: Path | None, override: Path | None = None,
     return check
 
 
-def train_overlap(task: Task, folder: Path, files: list[FileCheck], workers: int) -> list[str] | None:
+def train_overlap(task: Task, folder: Path, files: list[FileCheck], workers: int
+                  ) -> list[str] | None:
     """Images of the checked split that the train split also holds, by path or by content;
     None when the train split cannot be read."""
     try:
@@ -132,7 +133,8 @@ def format_check(check: TaskCheck) -> list[str]:
              f"  read: {check.source}"]
     if check.split_source and check.split_source != check.source:
         lines.append(f"  split defined by: {check.split_source}")
-    lines.append(f"  split {check.split}: {check.samples} samples{expected}, {check.images} image files")
+    lines.append(f"  split {check.split}: {check.samples} samples{expected}, "
+                 f"{check.images} image files")
     lines += [f"  PROBLEM: {problem}" for problem in check.problems]
     lines += [f"  note: {note}" for note in check.notes]
     if check.missing:

@@ -640,8 +640,7 @@ def fetch_missing(config: RunInputs, console: Console) -> dict[str, str]:
     none were given, as far as the catalog has sources, listed with sizes, then fetched.
     Off under HF_HUB_OFFLINE=1 (and --no-fetch). Returns what to download by hand for the
     tasks the catalog cannot fetch (shown with their skip lines)."""
-    from qbench.core.registry import get_task, model_class
-    from qbench.core.registry import task_names
+    from qbench.core.registry import get_task, model_class, task_names
     from qbench.core.settings import user_settings
     from qbench.data.sources import load_catalog
     hub = Hub.current()

@@ -151,7 +151,7 @@ def _load_batch(pool: ThreadPoolExecutor | None, batch: list[Sample],
     results = (list(pool.map(_load_sample, batch, [max_pixels] * len(batch))) if pool
                else [_load_sample(s, max_pixels) for s in batch])
     good, images, errors = [], [], {}
-    for sample, result in zip(batch, results):
+    for sample, result in zip(batch, results, strict=True):
         if isinstance(result, str):
             errors[sample.id] = result
         else:

@@ -109,8 +109,8 @@ class Catalog(BaseModel):
 
 
 def parse_catalog(text: str, where: str) -> Catalog:
-    """A catalog or sources file's text, read with the user-file limits (qbench.core.userfiles), or a
-    one-line UserFileError naming the file and key."""
+    """A catalog or sources file's text, read with the user-file limits
+    (qbench.core.userfiles), or a one-line UserFileError naming the file and key."""
     data = parse_yaml(text, where)
     try:
         return Catalog.model_validate(data if data is not None else {})

@@ -7,11 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-
-from qbench.results.folder import RunView
-from qbench.scoring.metrics import Difference, Scored, paired_differences
 from qbench.core.task import DataError
+from qbench.results.folder import RunView
 from qbench.scoring.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES
+from qbench.scoring.metrics import Difference, Scored, paired_differences
 
 
 @dataclass(frozen=True)

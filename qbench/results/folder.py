@@ -34,12 +34,12 @@ from typing import Any, Literal, cast, get_args
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import NotRequired, TypedDict
 
-from qbench.core.kinds import kind_of
 from qbench.core.files import locked, now, write_json, write_text
+from qbench.core.kinds import kind_of
 from qbench.core.records import Prediction, Sample, Status
+from qbench.core.task import DataError, SplitFacts, TaskData
 from qbench.scoring.metrics import METRICS as METRIC_REGISTRY
 from qbench.scoring.metrics import Conventions, Scored
-from qbench.core.task import DataError, TaskData
 
 # 3: manifest.json and each metrics.json entry carry a digest of their own content, and each
 # metrics entry the digest of the prediction records it was computed from.
@@ -81,28 +81,14 @@ class IntervalEntry(TypedDict):
     undefined: int
 
 
-class TaskFacts(TypedDict):
+class TaskFacts(SplitFacts):
     """manifest.json `tasks.<name>`: what the task's load learned (TaskData.describe) and what
     the run selected from it."""
 
     kind: Literal["score", "degradation", "comparison"]
-    split: str
-    source: str
-    split_source: str
-    lower_better: bool | None
-    mos_range: list[float] | None
-    expected_count: int | None
-    n: int
-    rows_read: int
-    rows_dropped: int
-    repeated: int
-    notes: list[str]
-    problems: list[str]
-    options: dict[str, Any]
     truth_meta: list[str]
     n_selected: int
     data_fingerprint: str
-    fetched: NotRequired[list[dict[str, Any]]]
 
 
 def task_facts(kind: str, data: TaskData, truth_meta: Iterable[str], n_selected: int,
@@ -311,17 +297,19 @@ class Manifest:
 
     def conventions(self, task: str) -> Conventions:
         convention = self.model_convention or {}
-        score_range = convention.get("score_range")
+        scale = convention.get("score_range")
+        facts = self.tasks.get(task)
         return Conventions(bool(convention.get("lower_better", False)),
-                           tuple(map(float, score_range)) if score_range else None,
-                           bool(self.tasks.get(task, {}).get("lower_better", False)))
+                           (float(scale[0]), float(scale[1])) if scale else None,
+                           bool(facts.get("lower_better", False)) if facts is not None else False)
 
     def identity(self) -> dict[str, Any]:
         """What defines the run (all but the shard index): merge refuses runs that differ."""
         shard = self.config.get("shard")
         return {"model": self.model, "model settings": self.model_settings,
                 "split": self.config.get("split"), "limit": self.config.get("limit"),
-                "seed": self.config.get("seed"), "task options": self.config.get("task_options") or {},
+                "seed": self.config.get("seed"),
+                "task options": self.config.get("task_options") or {},
                 "shard count": shard[1] if shard else None}
 
 
@@ -391,8 +379,9 @@ def truth_of(sample: Sample, truth_meta: tuple[str, ...]) -> dict[str, Any]:
 
 def sample_of(task: str, kind: str, sample_id: str, truth: dict[str, Any]) -> Sample:
     """A sample rebuilt from its stored truth (no images: scoring needs none)."""
-    allowed = set(kind_of(kind).truth_fields)
-    return Sample(id=sample_id, task=task, kind=kind, images=(),
+    spec = kind_of(kind)
+    allowed = set(spec.truth_fields)
+    return Sample(id=sample_id, task=task, kind=spec.name, images=(),
                   meta=dict(truth.get("meta") or {}),
                   **{k: v for k, v in truth.items() if k in allowed})
 
@@ -411,7 +400,8 @@ class PredictionLog:
         if found.bad:
             with path.with_name(REJECTED).open("a", encoding="utf-8") as side:
                 for number, text in found.bad:
-                    side.write(json.dumps({"line": number, "text": text, "set_aside": now()}) + "\n")
+                    side.write(json.dumps({"line": number, "text": text, "set_aside": now()})
+                               + "\n")
             write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
                                      for r in found.rows.values()))
         self._file = path.open("a", encoding="utf-8")
@@ -419,7 +409,8 @@ class PredictionLog:
     def done(self, task: str) -> set[str]:
         """Sample ids whose prediction stands; a transient model error is tried again."""
         return {sid for (t, sid), row in self.rows.items()
-                if t == task and not (row["status"] == "model_error" and row.get("transient", True))}
+                if t == task
+                and not (row["status"] == "model_error" and row.get("transient", True))}
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         try:
@@ -643,7 +634,9 @@ class RunView:
         return self
 
     def kind(self, task: str) -> str:
-        return str(self.manifest.tasks.get(task, {}).get("kind") or self.metrics[task].get("kind"))
+        facts = self.manifest.tasks.get(task)
+        return str((facts.get("kind") if facts is not None else None)
+                   or self.metrics[task].get("kind"))
 
     def samples(self, task: str) -> list[Sample]:
         return [sample_of(task, self.kind(task), sid, row.get("truth") or {})

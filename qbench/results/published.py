@@ -71,7 +71,7 @@ def parse_figure(row: dict[str, str], where: str) -> PublishedFigure:
                         f"got {convention!r}")
     if fields["metric"] != "plcc" and convention:
         raise DataError(f"{where}: plcc_convention is set on a {fields['metric']} figure")
-    return PublishedFigure(**(fields | {"value": value}))
+    return PublishedFigure(**{k: v for k, v in fields.items() if k != "value"}, value=value)
 
 
 def register_published(path: Path) -> None:
@@ -110,9 +110,11 @@ def leaderboard_rows(figures: list[PublishedFigure],
     for figure in figures:
         if tasks is not None and figure.dataset not in tasks:
             continue
-        row = rows.setdefault((figure.method, figure.dataset, figure.training_set, figure.reference), {
+        key = (figure.method, figure.dataset, figure.training_set, figure.reference)
+        row = rows.setdefault(key, {
             "source": "published", "model": figure.method, "task": figure.dataset,
-            "training_set": figure.training_set, "plcc_convention": "", "reference": figure.reference})
+            "training_set": figure.training_set, "plcc_convention": "",
+            "reference": figure.reference})
         row[figure.column] = figure.value
         if figure.metric == "plcc":
             row["plcc_convention"] = figure.plcc_convention

@@ -26,13 +26,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from qbench.scoring import formulas as metrics
 from qbench.core.kinds import Kind
 from qbench.core.records import Prediction, Sample
-from qbench.results.leaderboard import flatten, leaderboard_row, metric_order
 from qbench.results.folder import RunView
-from qbench.scoring.metrics import Scored, intervals
+from qbench.results.leaderboard import flatten, leaderboard_row, metric_order
+from qbench.scoring import formulas as metrics
 from qbench.scoring.bootstrap import DEFAULT_LEVEL, DEFAULT_RESAMPLES, Interval
+from qbench.scoring.metrics import Scored, intervals
 
 TEXT_LIMIT = 1500   # characters of a transcript shown; the rest is summarised
 # A CI is shown only where its estimate is the metric the task reported. Fitted metrics (the
@@ -225,7 +225,8 @@ def scatter_plot(run: RunView, scored: Scored) -> Plot | None:
         grid = np.linspace(x.min(), x.max(), 200)
         ax.plot(grid, sign_y * metrics.logistic4(sign_x * grid, *params), color="#c0392b",
                 linewidth=2, label="4-parameter logistic fit")
-    ax.set_xlabel(f"{run.model} score" + (" (lower is better)" if conventions.model_lower_better else ""))
+    ax.set_xlabel(f"{run.model} score"
+                  + (" (lower is better)" if conventions.model_lower_better else ""))
     ax.set_ylabel("MOS" + (" (lower is better)" if conventions.truth_lower_better else ""))
     ax.set_title(f"{scored.task}: SRCC {_fmt(metrics.srcc(scored.pred, scored.gt), 3)}, "
                  f"n = {len(samples)}", fontsize=10)

@@ -12,7 +12,8 @@ A PLCC column holds one convention, raw or logistic-fitted (`plcc=`): a publishe
 other convention, or of a convention its paper does not state, keeps a footnote mark saying so,
 and so does a measured figure whose sample set deviated from the published protocol
 (`deviates` column) or that was measured on a part of the split chosen on purpose (`subset`:
---limit, an unmerged shard). Output as text, markdown, LaTeX (booktabs, best per column in bold) or CSV.
+--limit, an unmerged shard). Output as text, markdown, LaTeX (booktabs, best per column in bold)
+or CSV.
 """
 from __future__ import annotations
 
@@ -24,9 +25,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from qbench.core.protocol import CLASS_DISPLAY, CLASSES, DISTORTIONS
 from qbench.core.registry import TASKS, load_plugins
 from qbench.results.published import PAPER_MEAN, PublishedFigure
-from qbench.core.protocol import CLASS_DISPLAY, CLASSES, DISTORTIONS
 
 LAYOUTS = ("score", "degradation", "sriqa")
 # The tasks a layout shows when none are asked for, in the order of the paper table it mirrors:
@@ -146,7 +147,8 @@ def score_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (
     lines = _published_lines(figures, datasets, plcc, by_task=False) + lines
     columns = [Column(label_of(d), label, f"{d}.{metric}", digits)
                for d in datasets for label, metric in (("PLCC", "plcc"), ("SRCC", "srcc"))]
-    columns += [Column("Mean", "PLCC", "mean.plcc", digits), Column("Mean", "SRCC", "mean.srcc", digits)]
+    columns += [Column("Mean", "PLCC", "mean.plcc", digits),
+                Column("Mean", "SRCC", "mean.srcc", digits)]
     rows = _rows(lines, lambda line: (
         [line.figures.get((d, m), Cell()) for d in datasets for m in ("plcc", "srcc")]
         + [_mean([line.figures.get((d, m), Cell()) for d in datasets]) for m in ("plcc", "srcc")]))
@@ -184,7 +186,8 @@ def sriqa_table(measured: pd.DataFrame, published: Iterable[PublishedFigure] = (
     _check_convention(plcc)
     accuracy = [Column("Accuracy (%)", label, key, 2, percent=True)
                 for label, key in (("Reg-Acc", "reg_acc"), ("Gen-Acc", "gen_acc"), ("Acc", "acc"))]
-    correlation = [Column("Correlation", "PLCC", "plcc", 4), Column("Correlation", "SRCC", "srcc", 4)]
+    correlation = [Column("Correlation", "PLCC", "plcc", 4),
+                   Column("Correlation", "SRCC", "srcc", 4)]
     wanted = {c.key: c.key for c in accuracy} | {"plcc": MEASURED_PLCC[plcc], "srcc": "srcc"}
     lines = _published_lines(list(published), ["sriqa"], plcc, by_task=True) + \
         _measured_lines(measured, list(default_tasks("sriqa") if tasks is None else tasks),
@@ -204,7 +207,8 @@ def paper_table(layout: str, measured: pd.DataFrame, published: Iterable[Publish
                 **options) -> PaperTable:
     """The table of one layout (LAYOUTS); options go to score_table, degradation_table or
     sriqa_table."""
-    builders = {"score": score_table, "degradation": degradation_table, "sriqa": sriqa_table}
+    builders: dict[str, Callable[..., PaperTable]] = {
+        "score": score_table, "degradation": degradation_table, "sriqa": sriqa_table}
     if layout not in builders:
         raise ValueError(f"unknown table layout {layout!r} (choose from {', '.join(LAYOUTS)})")
     return builders[layout](measured, published, **options)
@@ -283,8 +287,8 @@ def _disambiguate(lines: list[_Line]) -> None:
     groups: dict[str, list[_Line]] = {}
     for line in lines:
         groups.setdefault(line.model, []).append(line)
-    qualifiers = (lambda l: l.task, lambda l: l.reference,
-                  lambda l: ", ".join(filter(None, (l.reference, l.task))))
+    qualifiers = (lambda line: line.task, lambda line: line.reference,
+                  lambda line: ", ".join(filter(None, (line.reference, line.task))))
     for model, group in groups.items():
         if len(group) < 2:
             continue
@@ -292,7 +296,7 @@ def _disambiguate(lines: list[_Line]) -> None:
             labels = [qualify(line) for line in group]
             if all(labels) and len(set(labels)) == len(labels):
                 break
-        for line, label in zip(group, labels):
+        for line, label in zip(group, labels, strict=True):
             line.model = f"{model} ({label})"
 
 
@@ -312,7 +316,7 @@ def _entry_text(value: object) -> str:
     return str(value).strip()
 
 
-def _number(value: object, where: str) -> float | None:
+def _number(value: str | float | None, where: str) -> float | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     try:
@@ -325,21 +329,22 @@ def _number(value: object, where: str) -> float | None:
 def _mean(cells: list[Cell]) -> Cell:
     """Mean over the cells with a value; it inherits their marks, and is marked `fewer` when
     some are missing."""
-    present = [c for c in cells if c.value is not None]
-    if not present:
+    values = [c.value for c in cells if c.value is not None]
+    if not values:
         return Cell()
-    marks = frozenset().union(*(c.marks for c in present))
-    if len(present) < len(cells):
+    marks = frozenset().union(*(c.marks for c in cells if c.value is not None))
+    if len(values) < len(cells):
         marks |= {"fewer"}
-    return Cell(sum(c.value for c in present) / len(present), marks)
+    return Cell(sum(values) / len(values), marks)
 
 
 def _bold_best(columns: list[Column], rows: list[TableRow]) -> list[TableRow]:
     """Bold the best (highest, as shown) value of each column among comparable figures: the
     heading's convention, full means."""
     for j, column in enumerate(columns):
-        comparable = [column.shown(r.cells[j].value) for r in rows
-                      if r.cells[j].value is not None and not r.cells[j].marks & NOT_COMPARABLE]
+        comparable = [column.shown(value) for r in rows
+                      if (value := r.cells[j].value) is not None
+                      and not r.cells[j].marks & NOT_COMPARABLE]
         if not comparable:
             continue
         best = max(comparable)
@@ -361,7 +366,7 @@ def _paper_mean_notes(figures: list[PublishedFigure], rows: list[TableRow],
                for f in figures if f.dataset == PAPER_MEAN}
     notes = []
     for row in rows:
-        for metric, cell in zip(("plcc", "srcc"), row.cells[-2:]):
+        for metric, cell in zip(("plcc", "srcc"), row.cells[-2:], strict=True):
             value = printed.get((row.model, row.training_set, row.reference, metric))
             if value is not None and cell.value is not None and "fewer" not in cell.marks \
                     and abs(value - cell.value) > PAPER_MEAN_TOLERANCE:
@@ -446,14 +451,19 @@ def _source(table: PaperTable, row: TableRow) -> str:
         else "measured"
 
 
+def _row_values(table: PaperTable, row: TableRow) -> list[str]:
+    """A row's cells as plain text: value, then its marks."""
+    return [_value(c, cell) + _symbols(cell)
+            for c, cell in zip(table.columns, row.cells, strict=True)]
+
+
 def _text(table: PaperTable) -> str:
     from tabulate import tabulate
     groups = [c.group if i == 0 or c.group != table.columns[i - 1].group else ""
               for i, c in enumerate(table.columns)]   # a spanning header once, over its first
-    headers = ["Model", "Source"] + [f"{g}\n{c.label}" for g, c in zip(groups, table.columns)]
-    body = [[row.model, _source(table, row)]
-            + [_value(c, cell) + _symbols(cell) for c, cell in zip(table.columns, row.cells)]
-            for row in table.rows]
+    headers = ["Model", "Source"] + [f"{g}\n{c.label}"
+                                     for g, c in zip(groups, table.columns, strict=True)]
+    body = [[row.model, _source(table, row)] + _row_values(table, row) for row in table.rows]
     out = [table.title, tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True,
                                  colalign=["left", "left"] + ["right"] * len(table.columns))]
     out += [_plain_footnote(note) for note in _footnotes(table)]
@@ -479,7 +489,7 @@ def _markdown(table: PaperTable) -> str:
              "|" + "|".join([":---"] * 2 + ["---:"] * len(table.columns)) + "|"]
     for row in table.rows:
         cells = [_markdown_escape(row.model), _markdown_escape(_source(table, row))]
-        cells += [cell_text(c, cell) for c, cell in zip(table.columns, row.cells)]
+        cells += [cell_text(c, cell) for c, cell in zip(table.columns, row.cells, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines += [_markdown_escape(_plain_footnote(note)) + "  " for note in _footnotes(table)]
@@ -525,7 +535,8 @@ def _latex(table: PaperTable) -> str:
              rf"\caption{{{latex_escape(table.title)}}}",
              rf"\begin{{tabular}}{{ll{'c' * len(table.columns)}}}", r"\toprule",
              " & ".join(group_cells) + r" \\", "".join(rules),
-             " & ".join(["Model", "Source"] + [latex_escape(c.label) for c in table.columns]) + r" \\",
+             " & ".join(["Model", "Source"] + [latex_escape(c.label) for c in table.columns])
+             + r" \\",
              r"\midrule"]
     for i, row in enumerate(table.rows):
         if i and row.source != table.rows[i - 1].source:
@@ -533,7 +544,7 @@ def _latex(table: PaperTable) -> str:
         source = rf"published$^{{{refs[row.reference]}}}$" if row.source == "published" \
             else "measured"
         cells = [latex_escape(row.model), source]
-        cells += [cell_text(c, cell) for c, cell in zip(table.columns, row.cells)]
+        cells += [cell_text(c, cell) for c, cell in zip(table.columns, row.cells, strict=True)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     notes = _footnotes(table)
@@ -555,8 +566,7 @@ def _csv(table: PaperTable) -> str:
     for row in table.rows:
         reference = f"{row.reference}; training set {row.training_set}" \
             if row.source == "published" else row.reference
-        writer.writerow([row.model, row.source, reference]
-                        + [_value(c, cell) + _symbols(cell) for c, cell in zip(table.columns, row.cells)])
+        writer.writerow([row.model, row.source, reference] + _row_values(table, row))
     footnotes = [note for note in _footnotes(table) if note.kind != "reference"]  # in the rows
     if footnotes:
         writer.writerow([])
@@ -569,7 +579,5 @@ def plain(table: PaperTable) -> tuple[list[str], list[list[str]], list[str]]:
     """The table as plain strings (headers, rows, footnotes) for other renderers (the report's
     HTML): values with their marks, the source column, the footnote texts."""
     headers = ["Model", "Source"] + [f"{c.group} {c.label}" for c in table.columns]
-    rows = [[row.model, _source(table, row)]
-            + [_value(c, cell) + _symbols(cell) for c, cell in zip(table.columns, row.cells)]
-            for row in table.rows]
+    rows = [[row.model, _source(table, row)] + _row_values(table, row) for row in table.rows]
     return headers, rows, [_plain_footnote(note) for note in _footnotes(table)]

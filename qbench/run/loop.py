@@ -11,15 +11,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, ProgressColumn,
-                           TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.text import Text
 
 from qbench.core.model import Model, ModelError
 from qbench.core.records import Prediction, Sample
 from qbench.data.images import Finish, prefetch_batches
 from qbench.results.folder import PredictionLog, RunFolder
-
 
 # Exceptions a second try may not meet again: a dropped connection, a timeout, memory.
 TRANSIENT = (OSError, TimeoutError, ConnectionError, MemoryError)

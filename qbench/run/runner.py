@@ -1,5 +1,6 @@
 """The runner: task loads samples → model predicts batches → predictions stream to JSONL →
-metrics aggregate → results are written (qbench.results.folder). Re-running the same command resumes.
+metrics aggregate → results are written (qbench.results.folder). Re-running the same command
+resumes.
 
 A run that cannot be trusted does not pass: a task whose model failed on more than
 `max_failure_rate` of its samples (or on all of them) is marked failed, stops early, keeps no
@@ -8,6 +9,7 @@ goes to the run folder's errors.log.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -16,31 +18,51 @@ from pathlib import Path
 from typing import Any, cast
 
 from rich.console import Console
-from rich.progress import (Progress)
+from rich.progress import Progress
 
 from qbench.core import provenance as mf
 from qbench.core.files import now
-from qbench.data.images import DEFAULT_MAX_PIXELS
 from qbench.core.model import Model, ModelConfig
-from qbench.core.options import fraction, model_args, names, option, paths, positive, task_args, task_paths
+from qbench.core.options import (
+    fraction,
+    model_args,
+    names,
+    option,
+    paths,
+    positive,
+    task_args,
+    task_paths,
+)
 from qbench.core.options import shard as shard_of
 from qbench.core.records import Sample
 from qbench.core.registry import RegistryError, create_model, get_task, include, task_names
-from qbench.run.distributed import Ranks, launched, on_main
-from qbench.run.loop import (FailureBudget, failure_reason,
-                             lost_problem, predict_all, progress_bars)
+from qbench.core.task import DataError, SplitFacts, Task, TaskData
+from qbench.data.images import DEFAULT_MAX_PIXELS
+from qbench.results.folder import (
+    SCHEMA_VERSION,
+    Manifest,
+    PredictionLog,
+    RunFolder,
+    RunFolderError,
+    RunView,
+    TaskFacts,
+    TaskMetrics,
+    records_digest,
+    task_facts,
+    truth_of,
+)
 from qbench.results.leaderboard import LEADERBOARD, rebuild_leaderboard
-from qbench.results.folder import SCHEMA_VERSION, Manifest, PredictionLog, RunFolder, RunFolderError, RunView, TaskFacts, TaskMetrics, records_digest, task_facts, truth_of
+from qbench.run.distributed import Ranks, launched, on_main
+from qbench.run.loop import FailureBudget, failure_reason, lost_problem, predict_all, progress_bars
 from qbench.scoring.metrics import Conventions, Scored, evaluate, intervals
-from qbench.core.task import DataError, Task, TaskData
 
 DEFAULT_MAX_FAILURE_RATE = 0.05
 
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run; each field is also its `qbench run` option (qbench.core.options),
-    so an option is declared here and nowhere else."""
+    """Everything that defines a run; each field is also its `qbench run` option
+    (qbench.core.options), so an option is declared here and nowhere else."""
 
     model: str = option("stats", flag="--model", help="model name (qbench list shows them)")
     tasks: list[str] = option(flag="--tasks", parse=names, metavar="T1,T2",
@@ -217,7 +239,7 @@ def prepare_task(task: Task, config: RunConfig, model: Model) -> TaskData | str:
 
 
 def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, config: RunConfig,
-             progress: Progress, folder: RunFolder, ranks: Ranks) -> dict[str, Any]:
+             progress: Progress, folder: RunFolder, ranks: Ranks) -> TaskMetrics:
     """This rank's part of a task predicted (resuming where the log says), then, on rank 0,
     every rank's records gathered and the task scored. Every rank returns the metrics."""
     samples = select(data.samples, config)
@@ -233,7 +255,7 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
                 advance=lambda n: progress.advance(bar, n))
     ranks.barrier()   # every rank's part is written
 
-    def gather_and_score() -> dict[str, Any]:
+    def gather_and_score() -> TaskMetrics:
         log.notes += folder.fold_rank_logs(log, remove=False)
         scored = Scored.of(task.name, task.kind, samples, log.predictions(task.name),
                            Conventions(model.lower_better, model.convention().score_range,
@@ -247,7 +269,7 @@ def run_task(task: Task, data: TaskData, model: Model, log: PredictionLog, confi
     return ranks.main_does(gather_and_score)
 
 
-def score_task(scored: Scored, facts: dict[str, Any], resamples: int, seed: int,
+def score_task(scored: Scored, facts: SplitFacts, resamples: int, seed: int,
                stopped: str | None, max_failure_rate: float, subset: str | None,
                records_sha256: str) -> TaskMetrics:
     """metrics.json's entry for a task (the one builder of TaskMetrics): every metric,
@@ -329,7 +351,7 @@ def run_ranks(config: RunConfig, console: Console, ranks: Ranks) -> RunResult:
 
 def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunConfig,
                console: Console, ranks: Ranks) -> tuple[list[TaskOutcome], list[str]]:
-    def start() -> tuple[Manifest, dict[str, dict[str, Any]], list[str]]:
+    def start() -> tuple[Manifest, dict[str, Any], list[str]]:
         old = folder.manifest() if folder.exists else None
         manifest = new_manifest(folder.path, config, model, old)
         if old is not None:
@@ -342,28 +364,29 @@ def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunCo
         return manifest, folder.metrics(), notes
 
     manifest, all_metrics, notes = ranks.main_does(start)
+
+    def admit(task: Task, data: TaskData | str) -> str | None:
+        """Why rank 0 skips the task (then every rank does), else None."""
+        if isinstance(data, str):
+            return data
+        fingerprint = mf.fingerprint_samples(data.samples)
+        facts = manifest.tasks.get(task.name)
+        if facts is not None and facts.get("data_fingerprint") not in (None, fingerprint):
+            return (f"its data changed since {folder.path} was started (samples or ground truth "
+                    "differ): finished predictions would not match; use --run-name or --output "
+                    "for a new run")
+        manifest.tasks[task.name] = task_facts(
+            task.kind, data, task.truth_meta, len(select(data.samples, config)), fingerprint)
+        folder.write_manifest(manifest)
+        return None
+
     outcomes: list[TaskOutcome] = []
     log = folder.open_log() if ranks.main else folder.rank_log(ranks.rank)
     try:
         with progress_bars(console, config.progress and ranks.main) as progress:
             for task in tasks:
                 data = prepare_task(task, config, model)
-
-                def admit() -> str | None:
-                    """Why rank 0 skips the task (then every rank does), else None."""
-                    if isinstance(data, str):
-                        return data
-                    fingerprint = mf.fingerprint_samples(data.samples)
-                    if manifest.tasks.get(task.name, {}).get("data_fingerprint") not in (None, fingerprint):
-                        return (f"its data changed since {folder.path} was started (samples or "
-                                "ground truth differ): finished predictions would not match; use "
-                                "--run-name or --output for a new run")
-                    manifest.tasks[task.name] = task_facts(
-                        task.kind, data, task.truth_meta, len(select(data.samples, config)),
-                        fingerprint)
-                    folder.write_manifest(manifest)
-                    return None
-                skipped = ranks.main_does(admit)
+                skipped = ranks.main_does(functools.partial(admit, task, data))
                 if skipped is not None:
                     outcomes.append(TaskOutcome(task.name, skipped=skipped))
                     continue
@@ -374,7 +397,7 @@ def run_locked(folder: RunFolder, tasks: list[Task], model: Model, config: RunCo
                 all_metrics[task.name] = metrics
                 if ranks.main:
                     folder.write_metrics(all_metrics)
-                outcomes.append(TaskOutcome(task.name, metrics=metrics))
+                outcomes.append(TaskOutcome(task.name, metrics=dict(metrics)))
     finally:
         log.close()
     ranks.barrier()   # every rank's log is closed: rank 0 may remove them
@@ -422,7 +445,8 @@ def merge(run_dirs: list[Path], output_dir: Path, *, replace: bool = False) -> R
         given = by_index.get(index, [])
         if not given:
             raise DataError(f"merge: shard {index} of {count} missing (give every shard of the "
-                            f"run, e.g. {first.path.parent}/{shard_stem(first.path)}-shard*of{count})")
+                            f"run, e.g. {first.path.parent}/{shard_stem(first.path)}"
+                            f"-shard*of{count})")
         if len(given) > 1:
             raise DataError(f"merge: shard {index} of {count} given twice: "
                             f"{' and '.join(str(v.path) for v in given)}")

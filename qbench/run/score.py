@@ -29,17 +29,17 @@ import pandas as pd
 from rich.console import Console
 
 from qbench.core import provenance as mf
-from qbench.data.images import file_kind
+from qbench.core.files import locked, now, write_atomically
 from qbench.core.model import Model, ModelConfig, ModelError
 from qbench.core.options import option
 from qbench.core.records import Prediction, Sample
 from qbench.core.registry import create_model, include, model_class
-from qbench.core.files import locked, now, write_atomically
+from qbench.core.task import DataError
+from qbench.data.images import file_kind
 from qbench.results.folder import LOCK, Manifest, PredictionLog, RunFolder
 from qbench.run.distributed import Ranks, launched, on_main
 from qbench.run.loop import FailureBudget, failure_reason, lost_counts, predict_all, progress_bars
 from qbench.run.runner import RunConfig, part, select
-from qbench.core.task import DataError
 
 TASK = "images"   # every sample's task: what the shard hash and precomputed's `task` column see
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff",
@@ -172,7 +172,7 @@ def images_in_folder(folder: Path, others: list[str], unreadable: list[str]) -> 
     """Every image under `folder` (by suffix, any case) in sorted order, sub-folders after the
     folder's own files; hidden files and folders (.name) are left out. Files that are not
     images and folders that cannot be read are appended to `others` and `unreadable`."""
-    images = []
+    images: list[str] = []
 
     def refused(exc: OSError) -> None:
         unreadable.append(f"{exc.filename}: {exc.strerror}")

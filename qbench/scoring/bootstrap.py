@@ -1,6 +1,6 @@
 """Bootstrap uncertainty: percentile confidence intervals of a statistic, and a paired bootstrap
-of the difference between two runs on the same units (qbench.scoring.metrics says which statistic each
-metric uses).
+of the difference between two runs on the same units (qbench.scoring.metrics says which statistic
+each metric uses).
 
 Vectorised: a resample is a row of counts (how often each sample was drawn), so a statistic over
 B resamples is a few (B, n) array operations, never a Python loop over resamples. SRCC on a
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from qbench.scoring.formulas import Values
 
 # counts (B, n) -> one value per resample (B,); NaN where a resample leaves it undefined
 Statistic = Callable[[np.ndarray], np.ndarray]
@@ -72,17 +73,17 @@ def _rank_counts(values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return ranks
 
 
-def _centred(values: Sequence[float]) -> np.ndarray:
+def _centred(values: Values) -> np.ndarray:
     array = np.asarray(values, float)
     return array - array.mean() if len(array) else array
 
 
-def pearson_statistic(pred: Sequence[float], gt: Sequence[float]) -> Statistic:
+def pearson_statistic(pred: Values, gt: Values) -> Statistic:
     x, y = _centred(pred), _centred(gt)
     return lambda counts: weighted_pearson(x, y, counts)
 
 
-def spearman_statistic(pred: Sequence[float], gt: Sequence[float]) -> Statistic:
+def spearman_statistic(pred: Values, gt: Values) -> Statistic:
     rank_x, rank_y = _rank_counts(np.asarray(pred, float)), _rank_counts(np.asarray(gt, float))
     return lambda counts: weighted_pearson(rank_x(counts), rank_y(counts), counts)
 
@@ -185,7 +186,7 @@ def _resampled(statistics: Sequence[Statistic], n: int, resamples: int, seed: in
     rng = np.random.default_rng(seed)
     blocks: list[list[np.ndarray]] = [[] for _ in statistics]
     for counts in resample_counts(n, resamples, rng):
-        for out, statistic in zip(blocks, statistics):
+        for out, statistic in zip(blocks, statistics, strict=True):
             out.append(statistic(counts))
     return [np.concatenate(b) for b in blocks]
 
@@ -227,7 +228,8 @@ def paired_bootstrap(statistic_a: Statistic, statistic_b: Statistic, n: int, *,
         diff = values_a - values_b
         diff = diff[np.isfinite(diff)]
         if len(diff):
-            low, high = (float(v) for v in np.percentile(diff, [50 * (1 - level), 50 * (1 + level)]))
+            low, high = (float(v)
+                         for v in np.percentile(diff, [50 * (1 - level), 50 * (1 + level)]))
             tail = min(np.mean(diff <= 0), np.mean(diff >= 0))
             p_value = float(min(1.0, max(2 * tail, 1 / resamples)))
     return PairedDifference(a, b, a - b, low, high, p_value, level, resamples, n)

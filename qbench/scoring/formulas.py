@@ -10,11 +10,14 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 from scipy import optimize, stats
 
+# What the helpers take: a list of numbers or an array (each reads it with np.asarray).
+Values = Sequence[float] | npt.NDArray[np.floating]
 
 
-def orient(values: Sequence[float], lower_better: bool) -> np.ndarray:
+def orient(values: Values, lower_better: bool) -> np.ndarray:
     """Values as "higher is better"."""
     array = np.asarray(values, dtype=float)
     return -array if lower_better else array
@@ -24,23 +27,23 @@ def _defined(x: np.ndarray, y: np.ndarray) -> bool:
     return len(x) >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0
 
 
-def plcc(pred: Sequence[float], gt: Sequence[float]) -> float:
+def plcc(pred: Values, gt: Values) -> float:
     x, y = np.asarray(pred, float), np.asarray(gt, float)
     return float(stats.pearsonr(x, y)[0]) if _defined(x, y) else math.nan
 
 
-def srcc(pred: Sequence[float], gt: Sequence[float]) -> float:
+def srcc(pred: Values, gt: Values) -> float:
     x, y = np.asarray(pred, float), np.asarray(gt, float)
     return float(stats.spearmanr(x, y)[0]) if _defined(x, y) else math.nan
 
 
-def krcc(pred: Sequence[float], gt: Sequence[float]) -> float:
+def krcc(pred: Values, gt: Values) -> float:
     """Kendall tau-b."""
     x, y = np.asarray(pred, float), np.asarray(gt, float)
     return float(stats.kendalltau(x, y, variant="b")[0]) if _defined(x, y) else math.nan
 
 
-def rmse(pred: Sequence[float], gt: Sequence[float]) -> float:
+def rmse(pred: Values, gt: Values) -> float:
     x, y = np.asarray(pred, float), np.asarray(gt, float)
     return float(np.sqrt(np.mean((x - y) ** 2))) if len(x) else math.nan
 
@@ -51,7 +54,7 @@ def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.n
     return (b1 - b2) / (1 + np.exp(z)) + b2
 
 
-def fit_logistic(pred: Sequence[float], gt: Sequence[float],
+def fit_logistic(pred: Values, gt: Values,
                  start: np.ndarray | None = None) -> np.ndarray | None:
     """Parameters of logistic4 mapping predictions onto ground truth, or None if the fit fails.
     Initial guess as DeQA-Score: [max y, min y, mean x, std x / 4], unless `start` is given."""
@@ -68,7 +71,7 @@ def fit_logistic(pred: Sequence[float], gt: Sequence[float],
     return params if np.all(np.isfinite(params)) else None
 
 
-def plcc_logistic(pred: Sequence[float], gt: Sequence[float],
+def plcc_logistic(pred: Values, gt: Values,
                   start: np.ndarray | None = None) -> float:
     """PLCC after the 4-parameter logistic fit (DeQA-Score convention); NaN when the fit fails.
     `start` replaces DeQA-Score's initial guess (bootstrap resamples start from the full fit)."""
@@ -76,11 +79,13 @@ def plcc_logistic(pred: Sequence[float], gt: Sequence[float],
     return plcc(logistic4(np.asarray(pred, float), *params), gt) if params is not None else math.nan
 
 
-def confusion(true: Sequence[str], pred: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
-    """Rows: true label, columns: predicted label, in `labels` order (other labels ignored)."""
+def confusion(true: Sequence[str | None], pred: Sequence[str | None], labels: Sequence[str]
+              ) -> list[list[int]]:
+    """Rows: true label, columns: predicted label, in `labels` order (other labels and None
+    ignored)."""
     index = {label: i for i, label in enumerate(labels)}
     matrix = np.zeros((len(labels), len(labels)), dtype=int)
-    for t, p in zip(true, pred):
+    for t, p in zip(true, pred, strict=True):
         if t in index and p in index:
             matrix[index[t], index[p]] += 1
     return matrix.tolist()
@@ -91,7 +96,7 @@ def pair_order(a: float, b: float) -> float:
     return 1.0 if a > b else 0.0 if a < b else 0.5
 
 
-def pairwise_accuracy(gt: Sequence[float], pred: Sequence[float]) -> tuple[int, int]:
+def pairwise_accuracy(gt: Values, pred: Values) -> tuple[int, int]:
     """SRIQA-Bench protocol inside one group: over all C(n, 2) pairs, a pair is right when the
     predicted order equals the ground-truth order (a predicted tie is right only on a gt tie).
     Returns (right, pairs)."""

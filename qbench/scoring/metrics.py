@@ -11,7 +11,7 @@ Adding a metric with an interval is one `@metric(...)` in one place, e.g.:
     def mae(s: Scored) -> float | None:
         return mean_abs(s.pred, s.gt) if s.scored else None
 
-(tests/test_rundir.py adds this one and checks it in metrics.json, the leaderboard, compare and
+(tests/e2e/test_rundir.py adds this one and checks it in metrics.json, the leaderboard, compare and
 the report.)
 """
 from __future__ import annotations
@@ -25,11 +25,21 @@ from typing import Any
 
 import numpy as np
 
-from qbench.scoring import formulas as m
 from qbench.core.kinds import Kind, kind_of
 from qbench.core.protocol import DISTORTIONS
 from qbench.core.records import Prediction, Sample
-from qbench.scoring.bootstrap import Interval, Statistic, accuracy_statistic, bootstrap_interval, looped, paired_bootstrap, pearson_statistic, ratio_statistic, spearman_statistic
+from qbench.scoring import formulas as m
+from qbench.scoring.bootstrap import (
+    Interval,
+    Statistic,
+    accuracy_statistic,
+    bootstrap_interval,
+    looped,
+    paired_bootstrap,
+    pearson_statistic,
+    ratio_statistic,
+    spearman_statistic,
+)
 
 MIN_SCORED = 3   # correlations of fewer points are not reported
 
@@ -86,12 +96,14 @@ class Scored:
     @cached_property
     def pred(self) -> np.ndarray:
         """Scores of the scored samples, oriented higher-is-better."""
-        return m.orient([self.predictions[s.id].score for s in self.scored],
+        return m.orient([score for s in self.scored
+                         if (score := self.predictions[s.id].score) is not None],
                         self.conventions.model_lower_better)
 
     @cached_property
     def gt(self) -> np.ndarray:
-        return m.orient([s.mos for s in self.scored], self.conventions.truth_lower_better)
+        return m.orient([mos for s in self.scored if (mos := s.mos) is not None],
+                        self.conventions.truth_lower_better)
 
     @cached_property
     def gt_norm(self) -> np.ndarray | None:
@@ -293,7 +305,7 @@ def _class_right(s: Scored) -> list[bool]:
 
 def _level_right(s: Scored) -> list[bool]:
     return [ok and s.predictions[x.id].severity == x.severity
-            for x, ok in zip(s.samples, _class_right(s))]
+            for x, ok in zip(s.samples, _class_right(s), strict=True)]
 
 
 def _per_class(s: Scored, right: list[bool], classes: Sequence[str]) -> dict[str, float]:

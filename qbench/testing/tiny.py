@@ -32,7 +32,15 @@ ROPE_THETA = 1_000_000.0
 def _tokenizer_corpus() -> list[str]:
     """Text the BPE is trained on: the protocol's prompts and answer words, so that they (and
     the five level words, with and without a leading space) are whole tokens."""
-    from qbench.core.protocol import CHOICES, COMPARISON_LEAD, COMPARISON_QUESTION, DEGRADATION_QUESTION, LEVELS, SCORE_QUESTION, SYSTEM_PROMPT
+    from qbench.core.protocol import (
+        CHOICES,
+        COMPARISON_LEAD,
+        COMPARISON_QUESTION,
+        DEGRADATION_QUESTION,
+        LEVELS,
+        SCORE_QUESTION,
+        SYSTEM_PROMPT,
+    )
     level_words = "excellent good fair poor bad"
     lines = [SYSTEM_PROMPT, SCORE_QUESTION, DEGRADATION_QUESTION, COMPARISON_LEAD,
              COMPARISON_QUESTION, " ".join(LEVELS), " ".join(CHOICES),
