@@ -151,6 +151,7 @@ def build_model(plan: Plan, folder: Path):
     the planned dtype; config, processor and generation config written to `folder`."""
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
     from qbench.testing.tiny import ROPE_THETA, qwen2_5_vl_config, tiny_processor
 
     processor = tiny_processor(max_pixels=plan.max_pixels)

@@ -40,8 +40,12 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_throughput import (QWEN2_5_VL_7B_TEXT, QWEN2_5_VL_7B_VISION,  # noqa: E402
-                            QWEN2_5_VL_MAX_PIXELS, import_qbench_from_checkout)
+from gpu_throughput import (  # noqa: E402
+    QWEN2_5_VL_7B_TEXT,
+    QWEN2_5_VL_7B_VISION,
+    QWEN2_5_VL_MAX_PIXELS,
+    import_qbench_from_checkout,
+)
 from trainer_step import even_token_share, step_timer  # noqa: E402
 
 
@@ -68,7 +72,12 @@ def write_checkpoint(plan: Plan, folder: Path) -> Path:
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
-    from qbench.testing.tiny import ROPE_THETA, build_tiny_qwen2_5_vl, qwen2_5_vl_config, tiny_processor
+    from qbench.testing.tiny import (
+        ROPE_THETA,
+        build_tiny_qwen2_5_vl,
+        qwen2_5_vl_config,
+        tiny_processor,
+    )
     if plan.tiny:
         return build_tiny_qwen2_5_vl(folder)
     processor = tiny_processor(max_pixels=QWEN2_5_VL_MAX_PIXELS)
@@ -106,8 +115,14 @@ def write_data(folder: Path) -> Path:
 
 
 def train_config(plan: Plan, model: Path, meta: Path, output_dir: Path):
-    from qbench.trainer.config import (DataSettings, DegradationSource, GRPOSettings,
-                                       LoraSettings, ModelSettings, TrainConfig)
+    from qbench.trainer.config import (
+        DataSettings,
+        DegradationSource,
+        GRPOSettings,
+        LoraSettings,
+        ModelSettings,
+        TrainConfig,
+    )
     gpu = not plan.tiny
     return TrainConfig(
         model=ModelSettings(path=model, dtype="bfloat16" if gpu else "float32",

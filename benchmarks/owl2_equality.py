@@ -216,6 +216,7 @@ def compare_released_inputs(original: dict, pixels_original, images: list[Path])
     """Prompt ids, level-word ids and pixels from a released tokenizer and preprocessor: the
     original's LlamaTokenizer(use_fast=False) and CLIPImageProcessor against qbench's."""
     from PIL import Image
+
     from qbench.baselines.mplug_owl2 import Owl2ImageProcessor, Owl2Tokenizer
     from qbench.baselines.qalign import LEVEL_WORDS, OWL2_CONVERSATIONS
 
@@ -265,6 +266,7 @@ def main() -> None:
     preprocessor = preprocessor.resolve() if (preprocessor / "tokenizer.model").is_file() else None
 
     import numpy as np
+
     from qbench.baselines.mplug_owl2 import write_tiny_checkpoint
 
     with tempfile.TemporaryDirectory() as scratch:

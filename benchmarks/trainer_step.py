@@ -49,8 +49,13 @@ def worker(beta: float, device: str, steps: int, work: Path) -> dict:
 
     from qbench.tasks.synthetic import FIT_PHOTOS, bundled_photo
     from qbench.testing.tiny import build_tiny_qwen2_5_vl
-    from qbench.trainer.config import (DataSettings, DegradationSource, GRPOSettings,
-                                       ModelSettings, TrainConfig)
+    from qbench.trainer.config import (
+        DataSettings,
+        DegradationSource,
+        GRPOSettings,
+        ModelSettings,
+        TrainConfig,
+    )
     from qbench.trainer.train import train
 
     torch.set_num_threads(1)
